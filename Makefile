@@ -1,0 +1,91 @@
+# golfkit: build, test, benchmark and install the dependencies.
+#
+#   make            build every tool into bin/ (-Wall -Wextra -Werror)
+#   make test       sanitizer build + every test through prove (TAP)
+#   make deps       install the Debian packages the build and tests need (root)
+#   make bench-tok  tok-train/tok-encode against sentencepiece on GCIDE
+#
+# Objects go to build/rel (bin/) and build/asan (build/asan/bin, the tests).
+
+CC      ?= cc
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+ALLCFLAGS := -std=gnu11 $(WARN) -pthread -Ilib $(CFLAGS)
+ASANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDLIBS  := -lxxhash -ljq -lzstd -lm -pthread
+
+TOOLS   := tok-train tok-encode shard
+LIB_SRC := $(filter-out %_test.c,$(wildcard lib/*.c))
+LIB_HDR := $(wildcard lib/*.h)
+UNIT    := $(patsubst lib/%_test.c,%,$(wildcard lib/*_test.c))
+
+REL_OBJ  := $(patsubst lib/%.c,build/rel/%.o,$(LIB_SRC))
+ASAN_OBJ := $(patsubst lib/%.c,build/asan/%.o,$(LIB_SRC))
+BINS      := $(addprefix bin/,$(TOOLS))
+ASAN_BINS := $(addprefix build/asan/bin/,$(TOOLS))
+UNIT_BINS := $(addprefix build/asan/test/,$(UNIT))
+
+# Debian packages: the build, the tests, the benchmark and the default corpus.
+DEB_PKGS := build-essential libzstd-dev libxxhash-dev libopenblas-dev libjq-dev jq zstd \
+            sentencepiece dict-gcide python3 python3-venv perl
+# What each package leaves behind that we can test for, in the same order.
+DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
+              /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h /usr/include/jv.h \
+              /usr/bin/jq /usr/bin/zstd /usr/bin/spm_train /usr/share/dictd/gcide.dict.dz \
+              /usr/bin/python3 /usr/share/doc/python3-venv \
+              /usr/bin/prove
+
+VENV := build/venv
+PY_PKGS := tokenizers==0.23.3 numpy
+
+.PHONY: all test deps deps-check bench-tok clean lint
+all: $(BINS)
+
+build/rel/%.o: lib/%.c $(LIB_HDR) | build/rel
+	$(CC) $(ALLCFLAGS) -c -o $@ $<
+build/asan/%.o: lib/%.c $(LIB_HDR) | build/asan
+	$(CC) $(ALLCFLAGS) $(ASANFLAGS) -c -o $@ $<
+
+bin/%: cmd/%.c $(REL_OBJ) $(LIB_HDR) | bin
+	$(CC) $(ALLCFLAGS) -o $@ $< $(REL_OBJ) $(LDLIBS)
+build/asan/bin/%: cmd/%.c $(ASAN_OBJ) $(LIB_HDR) | build/asan/bin
+	$(CC) $(ALLCFLAGS) $(ASANFLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS)
+build/asan/test/%: lib/%_test.c $(ASAN_OBJ) $(LIB_HDR) | build/asan/test
+	$(CC) $(ALLCFLAGS) $(ASANFLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS)
+
+bin build/rel build/asan build/asan/bin build/asan/test:
+	mkdir -p $@
+
+# Missing packages: install them when we are root, else print the one line needed.
+deps-check:
+	@missing=; set -- $(DEB_PKGS); for f in $(DEB_PROBES); do \
+	  [ -e "$$f" ] || missing="$$missing $$1"; shift; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory deps; \
+	  else echo "missing packages; run: sudo apt-get install -y$$missing" >&2; exit 1; fi; fi
+
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PKGS)
+
+$(VENV)/ok:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q $(PY_PKGS)
+	touch $@
+
+# Every test is an executable that prints TAP: C unit tests and shell scripts.
+SH_TESTS := $(wildcard cmd/*_test.sh testdata/*_test.sh)
+test: deps-check
+	$(MAKE) --no-print-directory all $(ASAN_BINS) $(UNIT_BINS) $(VENV)/ok
+	GK_BIN=$(CURDIR)/build/asan/bin GK_VENV=$(CURDIR)/$(VENV) \
+	ASAN_OPTIONS=detect_leaks=1 prove -j2 --exec '' $(UNIT_BINS) $(SH_TESTS)
+
+bench-tok: deps-check all
+	sh pipelines/bench-tok.sh
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --inline-suppr -Ilib lib cmd
+
+clean:
+	rm -rf bin build

@@ -1,0 +1,131 @@
+/* util: fatal errors in the project's one style, checked allocation, flag
+ * parsing, clocks and resource readings. See util.h for the contract. */
+#include "util.h"
+#include "io.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *prog = "golfkit";
+
+void gk_set_prog(const char *argv0)
+{
+    const char *slash = strrchr(argv0, '/');
+    prog = slash ? slash + 1 : argv0;
+}
+
+const char *gk_prog(void) { return prog; }
+
+static void vsay(const char *fmt, va_list ap)
+{
+    fprintf(stderr, "%s: ", prog);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
+void gk_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(fmt, ap);
+    va_end(ap);
+    gk_out_abort_all();
+    exit(1);
+}
+
+void gk_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+    gk_out_abort_all();
+    exit(2);
+}
+
+void gk_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsay(fmt, ap);
+    va_end(ap);
+}
+
+void *gk_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        gk_die("out of memory: expected %zu more bytes, found none", n);
+    return p;
+}
+
+void *gk_calloc(size_t count, size_t size)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        gk_die("out of memory: expected %zu x %zu more bytes, found none", count, size);
+    return p;
+}
+
+void *gk_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        gk_die("out of memory: expected %zu bytes, found none", n);
+    return q;
+}
+
+char *gk_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    return memcpy(gk_malloc(n), s, n);
+}
+
+long long gk_parse_int(const char *flag, const char *s, long long lo, long long hi)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        gk_usage("%s: expected an integer in %lld..%lld, found '%s'", flag, lo, hi, s);
+    return v;
+}
+
+double gk_parse_double(const char *flag, const char *s, double lo, double hi)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < lo || v > hi)
+        gk_usage("%s: expected a number in %g..%g, found '%s'", flag, lo, hi, s);
+    return v;
+}
+
+double gk_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+uint64_t gk_peak_rss(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (uint64_t)ru.ru_maxrss * 1024u; /* Linux reports KiB */
+}
+
+int gk_ncpu(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}

@@ -1,0 +1,62 @@
+/* util: the one error-reporting style, checked allocation, and small helpers
+ * every tool shares.
+ *
+ * Errors are fatal and one line: "PROG: WHERE: expected X, found Y", where WHERE
+ * names a file and an offset or a field. gk_die() first removes every temporary
+ * output still open (see io.h), so a failing tool never leaves a half-written
+ * file behind, then exits 1. gk_usage() is for bad flags and exits 2. */
+#ifndef GK_UTIL_H
+#define GK_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Name printed before every message; set once from argv[0] by each main. */
+void gk_set_prog(const char *argv0);
+const char *gk_prog(void);
+
+/* Print "PROG: MESSAGE" on stderr, remove open temporaries, exit 1. */
+_Noreturn void gk_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "PROG: MESSAGE" and a hint to --help on stderr, exit 2. */
+_Noreturn void gk_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Print "PROG: MESSAGE" on stderr and go on (for warnings). */
+void gk_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Allocation that dies with a message instead of returning NULL. */
+void *gk_malloc(size_t n);
+void *gk_calloc(size_t count, size_t size);
+void *gk_realloc(void *p, size_t n);
+char *gk_strdup(const char *s);
+
+/* Parse a whole decimal number in [lo, hi] for flag FLAG, or die with exit 2. */
+long long gk_parse_int(const char *flag, const char *s, long long lo, long long hi);
+double gk_parse_double(const char *flag, const char *s, double lo, double hi);
+
+/* Little-endian loads and stores, independent of the host's byte order. */
+static inline uint32_t gk_get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline uint64_t gk_get64(const unsigned char *p)
+{
+    return (uint64_t)gk_get32(p) | (uint64_t)gk_get32(p + 4) << 32;
+}
+static inline void gk_put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
+}
+static inline void gk_put64(unsigned char *p, uint64_t v)
+{
+    gk_put32(p, (uint32_t)v);
+    gk_put32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* Seconds on a monotonic clock. */
+double gk_now(void);
+/* Peak resident set size of this process, in bytes (0 when unknown). */
+uint64_t gk_peak_rss(void);
+/* Number of online CPUs, at least 1. */
+int gk_ncpu(void);
+
+#endif
