@@ -27,16 +27,16 @@ UNIT_BINS := $(addprefix build/asan/test/,$(UNIT))
 
 # Debian packages: the build, the tests, the benchmark and the default corpus.
 DEB_PKGS := build-essential libzstd-dev libxxhash-dev libopenblas-dev libjq-dev jq zstd \
-            sentencepiece dict-gcide python3 python3-venv perl
+            sentencepiece dict-gcide python3 python3-venv perl time
 # What each package leaves behind that we can test for, in the same order.
 DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
               /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h /usr/include/jv.h \
               /usr/bin/jq /usr/bin/zstd /usr/bin/spm_train /usr/share/dictd/gcide.dict.dz \
               /usr/bin/python3 /usr/share/doc/python3-venv \
-              /usr/bin/prove
+              /usr/bin/prove /usr/bin/time
 
 VENV := build/venv
-PY_PKGS := tokenizers==0.23.3 numpy
+PY_PKGS := tokenizers==0.23.3 numpy xxhash
 
 .PHONY: all test deps deps-check bench-tok clean lint
 all: $(BINS)

@@ -83,15 +83,37 @@ typedef struct {
     uint64_t bytes, tokens, docs;
 } totals;
 
-static void write_ids_json(gk_out *out, const gk_ids *ids, size_t from, size_t to)
+/* --ids output: a document's ids may arrive across parts and chunks, so they
+ * gather in DOC until the next BOS or the end. */
+typedef struct {
+    gk_ids doc;
+    int open;
+} json_docs;
+
+static void json_docs_flush(json_docs *jd, gk_out *out)
 {
+    if (!jd->open)
+        return;
     jv a = jv_array();
-    for (size_t i = from; i < to; i++)
-        a = jv_array_append(a, jv_number(ids->v[i]));
+    for (size_t i = 0; i < jd->doc.n; i++)
+        a = jv_array_append(a, jv_number(jd->doc.v[i]));
     jv s = jv_dump_string(a, 0);
     gk_out_write(out, jv_string_value(s), (size_t)jv_string_length_bytes(jv_copy(s)));
     gk_out_write(out, "\n", 1);
     jv_free(s);
+    jd->doc.n = 0;
+}
+
+static void json_docs_feed(json_docs *jd, gk_out *out, const gk_ids *ids, uint16_t bos)
+{
+    for (size_t i = 0; i < ids->n; i++) {
+        if (ids->v[i] == bos) {
+            json_docs_flush(jd, out);
+            jd->open = 1;
+        } else {
+            gk_ids_push(&jd->doc, ids->v[i]);
+        }
+    }
 }
 
 static void encode_main(const gk_tok *t, gk_corpus *cp, gk_out *out, int threads, int ids_json,
@@ -106,6 +128,7 @@ static void encode_main(const gk_tok *t, gk_corpus *cp, gk_out *out, int threads
         parts[k].last = k == threads - 1;
     }
     uint16_t bos = (uint16_t)gk_tok_bos(t);
+    json_docs jd = {0};
     gk_progress pg;
     gk_progress_start(&pg, "tok-encode", "B", gk_corpus_total(cp));
     gk_chunk c;
@@ -124,20 +147,10 @@ static void encode_main(const gk_tok *t, gk_corpus *cp, gk_out *out, int threads
             pthread_join(parts[k].th, NULL);
         for (int k = 0; k < threads; k++) {
             gk_ids *ids = &parts[k].ids;
-            if (ids_json) {
-                /* Each document's ids, BOS excluded, one array a line. A document
-                 * cut across parts continues in the next part's ids. */
-                for (size_t i = 0; i < ids->n;) {
-                    size_t j = i + (ids->v[i] == bos);
-                    size_t e = j;
-                    while (e < ids->n && ids->v[e] != bos)
-                        e++;
-                    write_ids_json(out, ids, j, e);
-                    i = e;
-                }
-            } else {
+            if (ids_json)
+                json_docs_feed(&jd, out, ids, bos);
+            else
                 gk_ts_write(w, ids->v, ids->n);
-            }
             tot->tokens += ids->n;
         }
         tot->bytes += c.len;
@@ -147,6 +160,8 @@ static void encode_main(const gk_tok *t, gk_corpus *cp, gk_out *out, int threads
     gk_progress_end(&pg, gk_corpus_consumed(cp));
     if (w)
         gk_ts_finish(w);
+    json_docs_flush(&jd, out);
+    gk_ids_free(&jd.doc);
     for (int k = 0; k < threads; k++) {
         gk_encoder_free(parts[k].enc);
         gk_ids_free(&parts[k].ids);
