@@ -39,6 +39,8 @@ VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash
 
 .PHONY: all test deps deps-check bench-tok clean lint
+# Keep the objects: they are intermediates of pattern rules, which make would delete.
+.SECONDARY:
 all: $(BINS)
 
 build/rel/%.o: lib/%.c $(LIB_HDR) | build/rel

@@ -81,6 +81,18 @@ static void fsync_dir_of(const char *path)
     free(copy);
 }
 
+void gk_out_close(gk_out *o)
+{
+    if (!o->tmp || !o->fp)
+        return;
+    if (fflush(o->fp) != 0 || fsync(fileno(o->fp)) != 0)
+        gk_die("%s: flush failed: %s", o->tmp, strerror(errno));
+    int rc = fclose(o->fp);
+    o->fp = NULL;
+    if (rc != 0)
+        gk_die("%s: close failed: %s", o->tmp, strerror(errno));
+}
+
 void gk_out_commit(gk_out *o)
 {
     if (!o->tmp) {
@@ -89,13 +101,7 @@ void gk_out_commit(gk_out *o)
         free_out(o);
         return;
     }
-    if (fflush(o->fp) != 0 || fsync(fileno(o->fp)) != 0)
-        gk_die("%s: flush failed: %s", o->tmp, strerror(errno));
-    if (fclose(o->fp) != 0) {
-        o->fp = NULL;
-        gk_die("%s: close failed: %s", o->tmp, strerror(errno));
-    }
-    o->fp = NULL;
+    gk_out_close(o);
     if (rename(o->tmp, o->path) != 0)
         gk_die("%s: cannot rename to %s: %s", o->tmp, o->path, strerror(errno));
     fsync_dir_of(o->path);

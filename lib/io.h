@@ -24,6 +24,9 @@ void gk_out_write(gk_out *o, const void *p, size_t n);
 /* Bytes written so far. */
 uint64_t gk_out_size(const gk_out *o);
 const char *gk_out_path(const gk_out *o);
+/* Flush, fsync and close the temporary now, keeping it pending: for callers
+ * that write many outputs before committing any (no descriptor stays open). */
+void gk_out_close(gk_out *o);
 /* Make the output visible under its final name and free it. */
 void gk_out_commit(gk_out *o);
 /* Remove the temporary and free it (for a caller that decides to drop it). */

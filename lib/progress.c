@@ -48,9 +48,11 @@ static void draw(const gk_progress *p, uint64_t done, double now, int final)
     }
     if (final)
         fprintf(stderr, ", %.1fs", dt);
-    fprintf(stderr, p->tty && !final ? "\033[K" : "\033[K\n");
-    if (!p->tty)
-        fflush(stderr);
+    if (p->tty) /* clear what a longer previous line left; keep the last line */
+        fputs(final ? "\033[K\n" : "\033[K", stderr);
+    else
+        fputc('\n', stderr);
+    fflush(stderr);
 }
 
 void gk_progress_update(gk_progress *p, uint64_t done)

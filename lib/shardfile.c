@@ -14,7 +14,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -254,6 +253,7 @@ static void flush_shard(sharder *s)
     gk_shard_header_encode(&h, hb);
     gk_out_write(rec->out, hb, sizeof hb);
     gk_out_write(rec->out, s->buf, 2 * (size_t)s->n);
+    gk_out_close(rec->out);
     s->tokens[s->split] += s->n;
     s->docs[s->split] += s->docs_in_buf;
     s->n = 0;
@@ -370,17 +370,6 @@ static void ensure_dir(const char *dir)
         gk_die("%s: expected a directory for the shards, found another kind of file", dir);
 }
 
-/* Every shard's temporary stays open until the commit (io.h has no way to close
- * one and keep it pending), so allow as many descriptors as the system lets us. */
-static void raise_fd_limit(void)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl); /* best effort: the open fails clearly if it must */
-    }
-}
-
 /* The spool for --val-frac on a pipe: a file in DIR (which has room for the
  * shards anyway), unlinked at once so that no exit, not even a kill, leaves it. */
 static FILE *spool_open(const char *dir)
@@ -441,7 +430,6 @@ void gk_shard_split(const char *stream, const gk_split_opts *o, FILE *results)
 {
     const char *name = strcmp(stream, "-") == 0 ? "stdin" : stream;
     ensure_dir(o->dir);
-    raise_fd_limit();
     gk_ts_reader *r = gk_ts_reader_open(stream);
     sharder s = {.o = o, .vocab = gk_ts_vocab(r), .bos = gk_ts_bos(r)};
     if (o->val_docs != 0 && s.bos == GK_TS_NO_BOS)
