@@ -76,9 +76,10 @@ int main(int argc, char **argv)
             for (uint32_t i = 0; i < n_special; i++)
                 if (strcmp(special[i], optarg) == 0)
                     gk_usage("--special: expected a new name, found '%s' twice", optarg);
-            if (n_special == MAX_SPECIAL)
+            if (n_special >= MAX_SPECIAL)
                 gk_usage("--special: expected at most %d specials, found more", MAX_SPECIAL);
-            special[n_special++] = optarg;
+            else
+                special[n_special++] = optarg;
             break;
         case O_PRETOK:
             if ((co.pretok = gk_pretok_parse(optarg)) < 0)
@@ -101,9 +102,9 @@ int main(int argc, char **argv)
     }
     if (!out_path)
         gk_usage("expected an output tokenizer (-o FILE.tok), found none");
-    if (strcmp(out_path, "-") == 0 && isatty(1))
+    else if (strcmp(out_path, "-") == 0 && isatty(1))
         gk_usage("refusing to write a binary tokenizer to a terminal; use -o FILE.tok");
-    if (vocab < 256 + n_special + 0u)
+    if (vocab < 256 + n_special)
         gk_usage("--vocab: expected at least %u (256 bytes + %u specials), found %u",
                  256 + n_special, n_special, vocab);
     uint32_t asked = vocab - 256 - n_special;

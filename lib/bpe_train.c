@@ -519,8 +519,13 @@ int gk_bpe_step(gk_bpe *b, uint64_t min_count, uint32_t pair[2])
         memcpy(b->scratch, b->tb + b->toff[l], b->tlen[l]);
         memcpy(b->scratch + b->tlen[l], b->tb + b->toff[r], b->tlen[r]);
         if (token_find(b, b->scratch, n, XXH3_64bits(b->scratch, n)) != UINT32_MAX) {
-            /* Its counts stay exact; it is never pushed again, since only new
-             * pairs (holding the newest token) are pushed after a merge. */
+            /* A guard, not a path training takes: two adjacent tokens whose
+             * outer boundaries were never crossed were segmented exactly as
+             * their bytes alone are, so the first time those bytes were made
+             * into a token these two would have been merged too. The guard
+             * keeps the one-text-one-id invariant for any future change. The
+             * pair's counts stay exact; it is never pushed again, since only
+             * pairs holding the newest token are pushed after a merge. */
             b->st.skipped++;
             continue;
         }
