@@ -64,8 +64,8 @@ done
 printf 'one\n\n\ntwo\nstill two\n\nthree' > "$tmp/docs.txt"
 ok "blank-line rule: 3 documents" sh -c \
     "'$bin/tok-encode' -q -t '$tmp/en.tok' --stats -o /dev/null '$tmp/docs.txt' 2>&1 | jq -e '.documents == 3'"
-ok "line rule: 6 documents" sh -c \
-    "'$bin/tok-encode' -q -t '$tmp/en.tok' --doc-end line --stats -o /dev/null '$tmp/docs.txt' 2>&1 | jq -e '.documents == 6'"
+ok "line rule: 7 documents (blank lines are documents too)" sh -c \
+    "'$bin/tok-encode' -q -t '$tmp/en.tok' --doc-end line --stats -o /dev/null '$tmp/docs.txt' 2>&1 | jq -e '.documents == 7'"
 
 # JSONL: each line's field is a document; decoding gives the texts joined.
 jq -R -c '{id: 1, text: .}' "$utf" > "$tmp/docs.jsonl"
@@ -74,8 +74,8 @@ ok "JSONL: decode gives the concatenated texts" sh -c \
     "'$bin/tok-encode' -q -t '$tmp/en.tok' --jsonl text '$tmp/docs.jsonl' | '$bin/tok-encode' -q -d -t '$tmp/en.tok' | cmp - '$tmp/jsonl_texts'"
 ok "JSONL: one document per line" sh -c \
     "test \$('$bin/tok-encode' -q -t '$tmp/en.tok' --jsonl text --ids '$tmp/docs.jsonl' | wc -l) = \$(wc -l < '$tmp/docs.jsonl')"
-ok "--ids: one array per document, ids match the stream's count" sh -c \
-    "'$bin/tok-encode' -q -t '$tmp/en.tok' --ids '$utf' | jq -s -e 'length == 2 and ([.[][]] | all(. < 600))'"
+ok "--ids: one array per document (3 blank-line documents), ids below vocab" sh -c \
+    "'$bin/tok-encode' -q -t '$tmp/en.tok' --ids '$utf' | jq -s -e 'length == 3 and ([.[][]] | all(. < 600))'"
 
 # Bad inputs: one line, exit 1, no output file.
 printf '' > "$tmp/empty"
@@ -99,9 +99,17 @@ fails_cleanly "truncated stream" "expected 28 bytes of end record" "$bin/tok-enc
 $craft stream "$tmp/v.ts" --vocab 700 --bos 1 1 2 3
 fails_cleanly "stream vocab differs from the tokenizer's" "expected vocab 600 .*found 700" "$bin/tok-encode" -q -d -t "$tmp/en.tok" -o "$tmp/out.txt" "$tmp/v.ts"
 printf '{"text": "a"}\n[1]\n' > "$tmp/bad.jsonl"
-fails_cleanly "JSONL line that is not an object" "line 2: expected a JSON object, found a array" "$bin/tok-encode" -q -t "$tmp/en.tok" --jsonl text -o "$tmp/out.ts" "$tmp/bad.jsonl"
+fails_cleanly "JSONL line that is not an object" "line 2: expected a JSON object, found a value of type array" "$bin/tok-encode" -q -t "$tmp/en.tok" --jsonl text -o "$tmp/out.ts" "$tmp/bad.jsonl"
 printf '{"text": 5}\n' > "$tmp/bad2.jsonl"
 fails_cleanly "JSONL field that is not a string" 'field "text": expected a string, found number' "$bin/tok-encode" -q -t "$tmp/en.tok" --jsonl text -o "$tmp/out.ts" "$tmp/bad2.jsonl"
+
+# A FIFO (like /dev/null, not a regular file) is written in place, not renamed over.
+mkfifo "$tmp/fifo"
+cat "$tmp/fifo" > "$tmp/from_fifo" &
+"$bin/tok-encode" -q -t "$tmp/en.tok" -o "$tmp/fifo" "$utf"
+wait
+ok "output to a FIFO: written through it, and it stays a FIFO" sh -c \
+    "test -p '$tmp/fifo' && '$bin/tok-encode' -q -d -t '$tmp/en.tok' '$tmp/from_fifo' | cmp - '$utf'"
 
 "$bin/tok-encode" --threads 0 -t "$tmp/en.tok" "$en" > /dev/null 2>&1
 ok "bad usage exits 2" test $? = 2

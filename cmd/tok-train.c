@@ -30,7 +30,7 @@ static void usage(void)
            "      --vocab N         total ids: 256 bytes + merges + specials, 257..65536\n"
            "                        (default 1024)\n"
            "      --special NAME    one more special token after <|bos|> (repeatable)\n"
-           "      --pretok MODE     pre-tokenizer: none, ws (default), digits\n"
+           "      --pretok MODE     pre-tokenizer: none (default), ws, digits\n"
            "      --min-count N     merge only pairs seen at least N times (default 2)\n"
            "      --jsonl FIELD     inputs are JSON lines; FIELD of each is a document\n"
            "      --doc-end RULE    plain-text documents end: blank (default), line, nul, file\n"

@@ -4,7 +4,7 @@
 # The golden tokenizer pins the whole trainer: pre-tokenizer, counting, the tie
 # rule and the .tok writer. When a change to any of them is meant to change
 # the merges, regenerate it (and say so in the commit):
-#   bin/tok-train -q -o testdata/golden/golden.tok --vocab 400 --special '<|eot|>' \
+#   bin/tok-train -q -o testdata/golden/golden.tok --vocab 400 --special '<|eot|>' --pretok ws \
 #     --threads 1 testdata/golden/corpus.txt
 #   xxd testdata/golden/golden.tok > testdata/golden/golden.tok.hex
 #
@@ -30,7 +30,7 @@ status() { # EXPECTED DESCRIPTION COMMAND...: exit status is EXPECTED
     ok $? "$desc (exit $got, want $want)"
     [ "$got" -eq "$want" ] || sed 's/^/#   /' "$T/err"
 }
-train() { "$B/tok-train" -q --vocab 400 --special '<|eot|>' "$@"; }
+train() { "$B/tok-train" -q --vocab 400 --special '<|eot|>' --pretok ws "$@"; }
 
 # The golden tokenizer, byte for byte, with one and two threads, from a file
 # and from standard input.
@@ -53,7 +53,7 @@ cmp -s "$T/j.tok" "$G/golden.tok"
 ok $? "--jsonl text with the same documents gives the same bytes"
 
 # --stats: one JSON line on stdout with the documented fields.
-"$B/tok-train" -q --stats --vocab 400 --threads 2 -o "$T/s.tok" "$G/corpus.txt" >"$T/stats"
+"$B/tok-train" -q --stats --vocab 400 --pretok ws --threads 2 -o "$T/s.tok" "$G/corpus.txt" >"$T/stats"
 jq -e '.corpus_bytes == 2183 and .documents == 9 and .words > 0 and .unique_words > 0
        and .merges == 143 and .vocab == 400 and .seconds >= 0 and .peak_rss_bytes > 0
        and .threads == 2 and .pretok == "ws"' "$T/stats" >/dev/null

@@ -12,6 +12,7 @@
 #include "util.h"
 
 #include <jv.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -198,19 +199,26 @@ static void jsonl_line(gk_corpus *cp, const uint8_t *s, size_t n)
     jv v = jv_parse_sized((const char *)s, (int)n);
     if (!jv_is_valid(v)) {
         jv msg = jv_invalid_get_msg(v);
+        char why[200];
+        snprintf(why, sizeof why, "%s",
+                 jv_get_kind(msg) == JV_KIND_STRING ? jv_string_value(msg) : "?");
+        jv_free(msg);
         gk_die("%s: line %llu: expected a JSON object, found invalid JSON (%s)", name,
-               (unsigned long long)cp->line,
-               jv_get_kind(msg) == JV_KIND_STRING ? jv_string_value(msg) : "?");
+               (unsigned long long)cp->line, why);
     }
     if (jv_get_kind(v) != JV_KIND_OBJECT) {
-        gk_die("%s: line %llu: expected a JSON object, found a %s", name,
-               (unsigned long long)cp->line, jv_kind_name(jv_get_kind(v)));
+        const char *kind = jv_kind_name(jv_get_kind(v)); /* a static string */
+        jv_free(v);
+        gk_die("%s: line %llu: expected a JSON object, found a value of type %s", name,
+               (unsigned long long)cp->line, kind);
     }
     jv f = jv_object_get(v, jv_string(cp->o.jsonl));
-    if (jv_get_kind(f) != JV_KIND_STRING)
+    if (jv_get_kind(f) != JV_KIND_STRING) {
+        const char *found = jv_is_valid(f) ? jv_kind_name(jv_get_kind(f)) : "no such field";
+        jv_free(f);
         gk_die("%s: line %llu: field \"%s\": expected a string, found %s", name,
-               (unsigned long long)cp->line, cp->o.jsonl,
-               jv_is_valid(f) ? jv_kind_name(jv_get_kind(f)) : "no such field");
+               (unsigned long long)cp->line, cp->o.jsonl, found);
+    }
     add_start(cp, cp->out_len);
     out_append(cp, jv_string_value(f), (size_t)jv_string_length_bytes(jv_copy(f)));
     jv_free(f);

@@ -45,6 +45,14 @@ gk_out *gk_out_open(const char *path)
         o->fp = stdout;
         return o;
     }
+    /* A device or a FIFO (/dev/null, a named pipe) is written in place: renaming
+     * a temporary over it would replace the device with a regular file. */
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        if (!(o->fp = fopen(path, "wb")))
+            gk_die("%s: cannot open for writing: %s", path, strerror(errno));
+        return o;
+    }
     size_t n = strlen(path) + 5;
     o->tmp = gk_malloc(n);
     snprintf(o->tmp, n, "%s.tmp", path);
@@ -62,7 +70,7 @@ gk_out *gk_out_open(const char *path)
 void gk_out_write(gk_out *o, const void *p, size_t n)
 {
     if (n && fwrite(p, 1, n, o->fp) != n)
-        gk_die("%s: write failed at offset %llu: %s", o->tmp ? o->tmp : "stdout",
+        gk_die("%s: write failed at offset %llu: %s", o->tmp ? o->tmp : o->path,
                (unsigned long long)o->size, strerror(errno));
     o->size += n;
 }
@@ -97,7 +105,9 @@ void gk_out_commit(gk_out *o)
 {
     if (!o->tmp) {
         if (fflush(o->fp) != 0)
-            gk_die("stdout: write failed: %s", strerror(errno));
+            gk_die("%s: write failed: %s", o->path, strerror(errno));
+        if (o->fp != stdout)
+            fclose(o->fp);
         free_out(o);
         return;
     }
@@ -111,6 +121,8 @@ void gk_out_commit(gk_out *o)
 
 void gk_out_abort(gk_out *o)
 {
+    if (!o->tmp && o->fp && o->fp != stdout)
+        fclose(o->fp);
     if (o->tmp) {
         if (o->fp)
             fclose(o->fp);

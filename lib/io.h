@@ -5,7 +5,9 @@
  * or the whole new one. Until then the temporary is on a list that gk_die()
  * unlinks, so a failed run leaves nothing behind. Several outputs that must
  * appear together (a set of shards) are committed one after the other only once
- * all were written. PATH "-" means standard output (not atomic, not fsynced).
+ * all were written. PATH "-" means standard output, and an existing PATH that
+ * is not a regular file (/dev/null, a FIFO) is written in place; neither can be
+ * atomic.
  *
  * Input: gk_in reads a file or standard input ("-") sequentially and keeps the
  * byte offset, so format readers can name the offset in their errors. Every
