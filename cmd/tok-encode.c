@@ -17,7 +17,6 @@
 #include "util.h"
 
 #include <getopt.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,39 +43,37 @@ static void usage(void)
     exit(0);
 }
 
+/* What one encoding thread owns. */
 typedef struct {
     const gk_tok *t;
     gk_encoder *enc;
-    const gk_chunk *c;
-    size_t lo, hi;
-    int last;
     gk_ids ids;
-    pthread_t th;
 } part;
 
 /* Encode [lo, hi) of the chunk, a BOS at each document start inside it. A part
  * owns the starts in [lo, hi); the last part also owns those at the chunk's end
  * (empty documents, as an empty JSONL text makes). */
-static void *encode_part(void *arg)
+static void encode_part(const gk_part *gp)
 {
-    part *p = arg;
-    const gk_chunk *c = p->c;
+    part *p = gp->arg;
+    const gk_chunk *c = gp->c;
+    int last = gp->k == gp->n - 1;
     uint16_t bos = (uint16_t)gk_tok_bos(p->t);
-    size_t d = 0, pos = p->lo;
-    while (d < c->nstarts && c->starts[d] < p->lo)
+    size_t d = 0, pos = gp->lo;
+    p->ids.n = 0;
+    while (d < c->nstarts && c->starts[d] < gp->lo)
         d++;
     for (;;) {
-        while (d < c->nstarts && c->starts[d] == pos && (pos < p->hi || p->last)) {
+        while (d < c->nstarts && c->starts[d] == pos && (pos < gp->hi || last)) {
             gk_ids_push(&p->ids, bos);
             d++;
         }
-        if (pos >= p->hi)
+        if (pos >= gp->hi)
             break;
-        size_t end = d < c->nstarts && c->starts[d] < p->hi ? c->starts[d] : p->hi;
+        size_t end = d < c->nstarts && c->starts[d] < gp->hi ? c->starts[d] : gp->hi;
         gk_encode_text(p->enc, c->bytes + pos, end - pos, &p->ids);
         pos = end;
     }
-    return NULL;
 }
 
 typedef struct {
@@ -121,11 +118,9 @@ static void encode_main(const gk_tok *t, gk_corpus *cp, gk_out *out, int threads
 {
     gk_ts_writer *w = ids_json ? NULL : gk_ts_writer_new(out, t->vocab, gk_tok_bos(t));
     part *parts = gk_calloc((size_t)threads, sizeof *parts);
-    size_t *bounds = gk_malloc(((size_t)threads + 1) * sizeof *bounds);
     for (int k = 0; k < threads; k++) {
         parts[k].t = t;
         parts[k].enc = gk_encoder_new(t);
-        parts[k].last = k == threads - 1;
     }
     uint16_t bos = (uint16_t)gk_tok_bos(t);
     json_docs jd = {0};
@@ -133,18 +128,7 @@ static void encode_main(const gk_tok *t, gk_corpus *cp, gk_out *out, int threads
     gk_progress_start(&pg, "tok-encode", "B", gk_corpus_total(cp));
     gk_chunk c;
     while (gk_corpus_next(cp, &c)) {
-        gk_chunk_split(&c, t->pretok, threads, bounds);
-        for (int k = 0; k < threads; k++) {
-            parts[k].c = &c;
-            parts[k].lo = bounds[k];
-            parts[k].hi = bounds[k + 1];
-            parts[k].ids.n = 0;
-            if (k && pthread_create(&parts[k].th, NULL, encode_part, &parts[k]) != 0)
-                gk_die("cannot start an encoding thread");
-        }
-        encode_part(&parts[0]);
-        for (int k = 1; k < threads; k++)
-            pthread_join(parts[k].th, NULL);
+        gk_chunk_run(&c, t->pretok, threads, encode_part, parts, sizeof *parts);
         for (int k = 0; k < threads; k++) {
             gk_ids *ids = &parts[k].ids;
             if (ids_json)
@@ -167,7 +151,6 @@ static void encode_main(const gk_tok *t, gk_corpus *cp, gk_out *out, int threads
         gk_ids_free(&parts[k].ids);
     }
     free(parts);
-    free(bounds);
 }
 
 static void decode_main(const gk_tok *t, const char *path, gk_out *out, totals *tot)

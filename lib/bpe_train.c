@@ -22,7 +22,6 @@
 #include "pretok.h"
 #include "util.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #define XXH_INLINE_ALL
@@ -99,27 +98,24 @@ static void wmap_add(wmap *m, const uint8_t *p, uint32_t len, uint64_t hash, uin
 typedef struct {
     wmap map;
     int pretok;
-    const gk_chunk *c;
-    size_t lo, hi;
     uint64_t words;
-    pthread_t th;
 } counter;
 
 /* Count the pieces of [lo, hi) of the chunk, cutting at every document start. */
-static void *count_part(void *arg)
+static void count_part(const gk_part *p)
 {
-    counter *k = arg;
-    const gk_chunk *c = k->c;
-    size_t d = 0, hi = c->nstarts; /* bisect for the first start > k->lo */
+    counter *k = p->arg;
+    const gk_chunk *c = p->c;
+    size_t d = 0, hi = c->nstarts; /* bisect for the first start > p->lo */
     while (d < hi) {
         size_t mid = d + (hi - d) / 2;
-        if (c->starts[mid] <= k->lo)
+        if (c->starts[mid] <= p->lo)
             d = mid + 1;
         else
             hi = mid;
     }
-    for (size_t pos = k->lo; pos < k->hi;) {
-        size_t end = d < c->nstarts && c->starts[d] < k->hi ? c->starts[d++] : k->hi;
+    for (size_t pos = p->lo; pos < p->hi;) {
+        size_t end = d < c->nstarts && c->starts[d] < p->hi ? c->starts[d++] : p->hi;
         const uint8_t *s = c->bytes + pos;
         size_t n = end - pos;
         for (size_t i = 0; i < n;) {
@@ -133,7 +129,6 @@ static void *count_part(void *arg)
         }
         pos = end;
     }
-    return NULL;
 }
 
 /* ---- merging ----------------------------------------------------------- */
@@ -158,7 +153,6 @@ struct gk_bpe {
     int pretok, threads, prepared;
     gk_bpe_stats st;
     counter *cnt;
-    size_t *bounds; /* threads + 1 cut points of the chunk being counted */
     /* words */
     size_t nwords;
     uint32_t *sym, *wlen;
@@ -190,7 +184,6 @@ gk_bpe *gk_bpe_new(int pretok, int threads)
     b->pretok = pretok;
     b->threads = threads < 1 ? 1 : threads;
     b->cnt = gk_calloc((size_t)b->threads, sizeof *b->cnt);
-    b->bounds = gk_malloc(((size_t)b->threads + 1) * sizeof *b->bounds);
     for (int k = 0; k < b->threads; k++) {
         wmap_init(&b->cnt[k].map);
         b->cnt[k].pretok = pretok;
@@ -200,20 +193,7 @@ gk_bpe *gk_bpe_new(int pretok, int threads)
 
 void gk_bpe_add_chunk(gk_bpe *b, const gk_chunk *c)
 {
-    int n = b->threads;
-    gk_chunk_split(c, b->pretok, n, b->bounds);
-    for (int k = 0; k < n; k++) {
-        b->cnt[k].c = c;
-        b->cnt[k].lo = b->bounds[k];
-        b->cnt[k].hi = b->bounds[k + 1];
-    }
-    /* The calling thread counts the first part itself. */
-    for (int k = 1; k < n; k++)
-        if (pthread_create(&b->cnt[k].th, NULL, count_part, &b->cnt[k]) != 0)
-            gk_die("cannot start a counting thread (try --threads 1)");
-    count_part(&b->cnt[0]);
-    for (int k = 1; k < n; k++)
-        pthread_join(b->cnt[k].th, NULL);
+    gk_chunk_run(c, b->pretok, b->threads, count_part, b->cnt, sizeof *b->cnt);
     b->st.corpus_bytes += c->len;
     b->st.documents += c->nstarts;
 }
@@ -583,7 +563,6 @@ void gk_bpe_free(gk_bpe *b)
     }
     for (size_t i = 0; i < b->npairs; i++)
         free(b->pairs[i].w);
-    free(b->bounds);
     free(b->pairs);
     free(b->pkey);
     free(b->pidx);

@@ -12,6 +12,7 @@
 #include "util.h"
 
 #include <jv.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,4 +301,36 @@ void gk_chunk_split(const gk_chunk *c, int pretok, int n, size_t *bounds)
         bounds[k] = at_cut < at_doc ? at_cut : at_doc;
     }
     bounds[n] = c->len;
+}
+
+typedef struct {
+    gk_part part;
+    void (*fn)(const gk_part *);
+    pthread_t th;
+} runner;
+
+static void *run_part(void *arg)
+{
+    runner *r = arg;
+    r->fn(&r->part);
+    return NULL;
+}
+
+void gk_chunk_run(const gk_chunk *c, int pretok, int n, void (*fn)(const gk_part *),
+                  void *args, size_t stride)
+{
+    size_t *bounds = gk_malloc(((size_t)n + 1) * sizeof *bounds);
+    runner *r = gk_calloc((size_t)n, sizeof *r);
+    gk_chunk_split(c, pretok, n, bounds);
+    for (int k = 0; k < n; k++) {
+        r[k].part = (gk_part){c, k, n, bounds[k], bounds[k + 1], (char *)args + (size_t)k * stride};
+        r[k].fn = fn;
+        if (k && pthread_create(&r[k].th, NULL, run_part, &r[k]) != 0)
+            gk_die("cannot start worker thread %d of %d (try --threads 1)", k + 1, n);
+    }
+    run_part(&r[0]);
+    for (int k = 1; k < n; k++)
+        pthread_join(r[k].th, NULL);
+    free(r);
+    free(bounds);
 }

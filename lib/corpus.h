@@ -64,4 +64,19 @@ int gk_doc_end_parse(const char *name);
  * len; empty parts allowed). */
 void gk_chunk_split(const gk_chunk *c, int pretok, int n, size_t *bounds);
 
+/* One part of a chunk handed to a worker: [lo, hi) of C, part K of N, and the
+ * caller's own state for that part. */
+typedef struct {
+    const gk_chunk *c;
+    int k, n;
+    size_t lo, hi;
+    void *arg;
+} gk_part;
+
+/* Split C as gk_chunk_split does and run FN on every part, part 0 on the
+ * calling thread and the others on threads of their own; returns when all are
+ * done. Part k's arg is (char *)ARGS + k * STRIDE: an array of per-part states. */
+void gk_chunk_run(const gk_chunk *c, int pretok, int n, void (*fn)(const gk_part *),
+                  void *args, size_t stride);
+
 #endif

@@ -62,3 +62,16 @@ row "encode 40 MB, vocab 8192: MB/s" "$gmb" "$smb" "$(ratio "$gmb" "$smb")"
 "$BIN/tok-encode" -d -q -t "$OUT/gk_8192.tok" "$OUT/gcide.gkts" | cmp -s - "$all" &&
     echo "round trip of the 40 MB through tok-encode and tok-encode -d: byte-exact" ||
     { echo "round trip of the 40 MB: MISMATCH"; exit 1; }
+
+# Why the default pre-tokenizer is none: held-out bytes per token of each mode.
+echo
+printf '%-34s %12s %12s %12s\n' "held-out bytes/token, tok-train" none ws digits
+for V in 1024 8192; do
+    line=$(printf '%-34s' "vocab $V")
+    for P in none ws digits; do
+        "$BIN/tok-train" -q --vocab "$V" --pretok $P --threads $THREADS -o "$OUT/p_$P.tok" "$train"
+        b=$("$BIN/tok-encode" -q -t "$OUT/p_$P.tok" --stats -o /dev/null "$held" 2>&1 | jq -r '.bytes_per_token')
+        line="$line $(printf '%12.4f' "$b")"
+    done
+    echo "$line"
+done
