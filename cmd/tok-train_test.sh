@@ -106,11 +106,13 @@ ok $? "bad JSONL leaves no output file"
 # Hugging Face export: tokenizers loads it and encodes every document as
 # tok-encode does, for each pre-tokenizer.
 if [ -x "${GK_VENV:-}/bin/python" ] && [ -x "$B/tok-encode" ]; then
+    # The golden corpus, many scripts, emoji, tabs, CRLF, and the man pages.
+    cat "$G/corpus.txt" testdata/text/utf8.txt man/man*/* >"$T/hfc.txt"
     for p in ws digits none; do
-        "$B/tok-train" -q --pretok $p --vocab 600 --min-count 1 -o "$T/h.tok" \
-            --hf-json "$T/h.json" "$G/corpus.txt" &&
-            "$B/tok-encode" -q -t "$T/h.tok" --ids "$G/corpus.txt" >"$T/h.ids" &&
-            "$GK_VENV/bin/python" testdata/hf_check.py "$T/h.json" "$G/corpus.txt" "$T/h.ids" \
+        "$B/tok-train" -q --pretok $p --vocab 2000 -o "$T/h.tok" \
+            --hf-json "$T/h.json" "$T/hfc.txt" &&
+            "$B/tok-encode" -q -t "$T/h.tok" --ids "$T/hfc.txt" >"$T/h.ids" &&
+            "$GK_VENV/bin/python" testdata/hf_check.py "$T/h.json" "$T/hfc.txt" "$T/h.ids" \
                 >"$T/hf" 2>&1
         r=$?
         ok $r "Hugging Face tokenizers encodes like tok-encode (--pretok $p)"
