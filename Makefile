@@ -10,9 +10,9 @@
 CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
-ALLCFLAGS := -std=gnu11 $(WARN) -pthread -Ilib $(CFLAGS)
+ALLCFLAGS := -std=gnu11 $(WARN) -pthread -fopenmp -Ilib $(CFLAGS)
 ASANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDLIBS  := -lxxhash -ljq -lzstd -lm -pthread
+LDLIBS  := -lopenblas -lxxhash -ljq -lzstd -lm -pthread -fopenmp
 
 TOOLS   := tok-train tok-encode shard
 LIB_SRC := $(filter-out %_test.c,$(wildcard lib/*.c))
@@ -36,7 +36,7 @@ DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
               /usr/bin/prove /usr/bin/time
 
 VENV := build/venv
-PY_PKGS := tokenizers==0.23.3 numpy xxhash
+PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
 
 .PHONY: all test deps deps-check bench-tok clean lint
 # Keep the objects: they are intermediates of pattern rules, which make would delete.
