@@ -1,7 +1,7 @@
 /* bpe_train: the byte-level BPE trainer behind tok-train.
  *
  * Training has two phases. Counting: every chunk from gk_corpus_next() is cut
- * into one part per thread (gk_chunk_split), each thread cuts its documents
+ * into one part per thread (gk_chunk_run), each thread cuts its documents
  * into pre-tokenizer pieces ("words") and counts them in its own hash map; the
  * maps are merged once counting ends. Merging: the unique words are sorted by
  * their bytes, so that word numbers (and so everything after) do not depend on
