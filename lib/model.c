@@ -1,0 +1,183 @@
+/* model: the parameter layout and initialisation of model.h, and the forward
+ * and backward passes of lib/model_impl.h instantiated in float and double.
+ *
+ * The layout mirrors train_gpt.py's GPT module by module (names, shapes, the
+ * optimizer split of main(), the init of _init_weights and the constructors);
+ * the one departure is SwiGLU, which train_gpt.py does not have: its gate and
+ * up projections are one mlp.fc.weight [2 x hidden, d_model] (gate rows
+ * first), the layout ops.h's activation reads, as the records' gate_up. */
+
+/* config.h and ops.h both declare the enumerators GK_ACT_RELU2 and
+ * GK_ACT_SWIGLU (of gk_activation and of gk_act). This file needs both
+ * headers, so it reads config.h's under other names; ops_act() maps one
+ * enum onto the other. */
+#define GK_ACT_RELU2 GK_CONFIG_ACT_RELU2
+#define GK_ACT_SWIGLU GK_CONFIG_ACT_SWIGLU
+#include "config.h"
+#include "model.h"
+#undef GK_ACT_RELU2
+#undef GK_ACT_SWIGLU
+#include "ops.h"
+#include "util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static gk_act ops_act(gk_activation a)
+{
+    switch (a) {
+    case GK_CONFIG_ACT_RELU2: return GK_ACT_RELU2;
+    case GK_ACT_LEAKY_RELU2: return GK_ACT_LEAKY2;
+    case GK_CONFIG_ACT_SWIGLU: return GK_ACT_SWIGLU;
+    }
+    gk_die("model: unknown activation %d", (int)a);
+}
+
+/* ---- layout ------------------------------------------------------------------- */
+
+static int add(gk_layout *l, int *cap, gk_param_group group, gk_param_init init,
+               double arg, int rows, int cols, const char *fmt, int i)
+{
+    if (l->n_params == *cap)
+        l->params = gk_realloc(l->params, (size_t)(*cap = *cap * 2 + 16) * sizeof *l->params);
+    gk_param *p = &l->params[l->n_params];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, fmt, i);
+    p->ndim = cols ? 2 : 1;
+    p->shape[0] = rows, p->shape[1] = cols ? cols : 1;
+    p->numel = (size_t)rows * p->shape[1];
+    p->offset = l->numel;
+    p->group = group, p->init = init, p->init_arg = arg;
+    l->numel += p->numel;
+    return l->n_params++;
+}
+
+void gk_layout_init(gk_layout *l, const gk_config *c)
+{
+    if (c->moe.n_experts != 1 || c->moe.n_shared != 0)
+        gk_die("model: moe.n_experts %d, moe.n_shared %d: the CPU model is dense so far "
+               "(n_experts 1, n_shared 0)", c->moe.n_experts, c->moe.n_shared);
+    if (c->model.logit_softcap <= 0)
+        gk_die("model: model.logit_softcap 0 (off) is not supported: the head's fused "
+               "loss (gk_softcap_ce) needs a positive cap");
+    memset(l, 0, sizeof *l);
+    l->cfg = *c;
+    int cap = 0, L = c->model.n_layer, C = c->model.d_model, V = c->model.vocab;
+    int KVD = c->model.n_kv_head * gk_config_head_dim(c);
+    /* the dense MLP is the one expert, so its width is the expert width */
+    int F = gk_config_expert_hidden(c);
+    l->fc_rows = c->model.activation == GK_CONFIG_ACT_SWIGLU ? 2 * F : F;
+    l->n_enc = L / 2, l->n_dec = L - l->n_enc;
+    l->n_skip = l->n_enc < l->n_dec ? l->n_enc : l->n_dec;
+    /* nn.Linear's default init, kaiming_uniform_(a=sqrt(5)), is U(-1/sqrt(in), 1/sqrt(in)) */
+    double uc = 1 / sqrt((double)C);
+    /* tok_emb: N(0, tied_embed_init_std) when tied (_init_weights), else
+     * nn.Embedding's default N(0, 1) */
+    l->tok_emb = add(l, &cap, GK_GROUP_EMBED, GK_INIT_NORMAL,
+                     c->model.tie_embeddings ? c->model.tied_embed_init_std : 1.0, V, C,
+                     "tok_emb.weight", 0);
+    l->blocks = gk_malloc((size_t)L * GK_BLK_COUNT * sizeof *l->blocks);
+    for (int b = 0; b < L; b++) {
+        int *k = l->blocks + b * GK_BLK_COUNT;
+        /* attn.proj and mlp.proj are marked _zero_init; q_gain starts at
+         * qk_gain_init; attn_scale, mlp_scale ones; resid_mix (ones, zeros) */
+        k[GK_BLK_C_Q] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, C, C,
+                            "blocks.%d.attn.c_q.weight", b);
+        k[GK_BLK_C_K] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, KVD, C,
+                            "blocks.%d.attn.c_k.weight", b);
+        k[GK_BLK_C_V] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, KVD, C,
+                            "blocks.%d.attn.c_v.weight", b);
+        k[GK_BLK_ATTN_PROJ] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_CONST, 0, C, C,
+                                  "blocks.%d.attn.proj.weight", b);
+        k[GK_BLK_Q_GAIN] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, c->model.qk_gain_init,
+                               c->model.n_head, 0, "blocks.%d.attn.q_gain", b);
+        k[GK_BLK_FC] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, l->fc_rows, C,
+                           "blocks.%d.mlp.fc.weight", b);
+        k[GK_BLK_MLP_PROJ] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_CONST, 0, C, F,
+                                 "blocks.%d.mlp.proj.weight", b);
+        k[GK_BLK_ATTN_SCALE] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, 1, C, 0,
+                                   "blocks.%d.attn_scale", b);
+        k[GK_BLK_MLP_SCALE] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, 1, C, 0,
+                                  "blocks.%d.mlp_scale", b);
+        k[GK_BLK_RESID_MIX] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_RESID_MIX, 0, 2, C,
+                                  "blocks.%d.resid_mix", b);
+    }
+    /* skip_weights [n_skip, C], ones; train_gpt.py's scalar Adam takes it */
+    l->skip_weights = l->n_skip ? add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, 1, l->n_skip,
+                                      C, "skip_weights", 0)
+                                : -1;
+    /* untied lm_head is marked _zero_init and has its own Adam (head_lr) */
+    l->lm_head = c->model.tie_embeddings ? -1
+                                         : add(l, &cap, GK_GROUP_HEAD, GK_INIT_CONST, 0, V, C,
+                                               "lm_head.weight", 0);
+}
+
+void gk_layout_free(gk_layout *l)
+{
+    free(l->params);
+    free(l->blocks);
+    memset(l, 0, sizeof *l);
+}
+
+const gk_param *gk_layout_find(const gk_layout *l, const char *name)
+{
+    for (int i = 0; i < l->n_params; i++)
+        if (strcmp(l->params[i].name, name) == 0)
+            return &l->params[i];
+    return NULL;
+}
+
+/* ---- init ------------------------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double uniform01(uint64_t *s) { return (double)(splitmix64(s) >> 11) * 0x1.0p-53; }
+
+void gk_model_init_params(const gk_layout *l, float *params, uint64_t seed)
+{
+    for (int j = 0; j < l->n_params; j++) {
+        const gk_param *p = &l->params[j];
+        float *w = params + p->offset;
+        uint64_t s = seed + (uint64_t)(j + 1) * 0x9E3779B97F4A7C15ull;
+        for (size_t i = 0; i < p->numel; i++) {
+            double v;
+            switch (p->init) {
+            case GK_INIT_UNIFORM: v = p->init_arg * (2 * uniform01(&s) - 1); break;
+            case GK_INIT_NORMAL: {
+                double u1 = uniform01(&s), u2 = uniform01(&s);
+                v = p->init_arg * sqrt(-2 * log(1 - u1)) * cos(2 * M_PI * u2);
+                break;
+            }
+            case GK_INIT_RESID_MIX: v = i < (size_t)p->shape[1] ? 1 : 0; break;
+            default: v = p->init_arg; break;
+            }
+            w[i] = (float)v;
+        }
+    }
+}
+
+/* ---- the passes, in float and in double ------------------------------------------- */
+
+#define REAL float
+#define OP(name) name##_f32
+#define MODEL gk_model_f32
+#include "model_impl.h"
+#undef REAL
+#undef OP
+#undef MODEL
+
+#define REAL double
+#define OP(name) name##_f64
+#define MODEL gk_model_f64
+#include "model_impl.h"
+#undef REAL
+#undef OP
+#undef MODEL

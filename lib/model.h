@@ -1,0 +1,131 @@
+/* model: the whole transformer of moe-train on the CPU (the dense golf
+ * baseline of openai/parameter-golf train_gpt.py), its parameters, their
+ * initialisation, and the forward and backward passes over a batch.
+ *
+ * The parameters live in one contiguous buffer; a layout (gk_layout) names
+ * every tensor in it with train_gpt.py's state_dict names and shapes, says
+ * which optimizer group train_gpt.py puts it in and how it is initialised.
+ * One buffer keeps the optimizer, the gradient all-reduce and the checkpoint
+ * code simple: each walks the same table, and a gradient buffer has the same
+ * layout as the parameters.
+ *
+ * The passes are written once (lib/model_impl.h) and compiled in float (_f32,
+ * what the trainer runs) and in double (_f64, what the tests differentiate by
+ * finite differences), as the layers of ops.h are. A gk_model_* object owns
+ * the activations of one micro-batch shape [B,T], allocated once.
+ *
+ * The feed-forward is the dense MLP (n_experts 1, n_shared 0); the mixture of
+ * experts will replace the block's feed-forward step (ffn_fwd / ffn_bwd in
+ * model_impl.h), and gk_layout_init refuses other moe settings until then. */
+#ifndef GK_MODEL_H
+#define GK_MODEL_H
+
+#include "config.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The optimizer groups of train_gpt.py's main(): block matrices go to Muon,
+ * the token embedding and the untied head to their own Adam, and every
+ * vector or control tensor (q_gain, attn_scale, mlp_scale, resid_mix,
+ * skip_weights: CONTROL_TENSOR_NAME_PATTERNS) to the scalar Adam. */
+typedef enum {
+    GK_GROUP_MATRIX, /* Muon, matrix_lr */
+    GK_GROUP_EMBED,  /* Adam, tied_embed_lr (tied) or embed_lr (untied) */
+    GK_GROUP_HEAD,   /* Adam, head_lr (untied lm_head only) */
+    GK_GROUP_SCALAR, /* Adam, scalar_lr */
+} gk_param_group;
+
+/* How a tensor starts (train_gpt.py's GPT._init_weights and the modules'
+ * constructors); init_arg is the constant, the bound or the std. */
+typedef enum {
+    GK_INIT_CONST,     /* every element init_arg (zero-init projections, scales, q_gain) */
+    GK_INIT_UNIFORM,   /* U(-init_arg, init_arg), init_arg = 1/sqrt(in): nn.Linear's default */
+    GK_INIT_NORMAL,    /* N(0, init_arg^2) */
+    GK_INIT_RESID_MIX, /* [2,C]: row 0 ones, row 1 zeros */
+} gk_param_init;
+
+typedef struct {
+    char name[48];   /* state_dict name, e.g. "blocks.3.attn.c_q.weight" */
+    int ndim;        /* 1 or 2 */
+    int shape[2];    /* [rows, cols] (torch's shape); shape[1] = 1 when ndim is 1 */
+    size_t offset;   /* first element in the parameter buffer */
+    size_t numel;
+    gk_param_group group;
+    gk_param_init init;
+    double init_arg;
+} gk_param;
+
+/* The tensors of one block, as indices into gk_layout.params. */
+enum {
+    GK_BLK_C_Q, GK_BLK_C_K, GK_BLK_C_V, GK_BLK_ATTN_PROJ, GK_BLK_Q_GAIN,
+    GK_BLK_FC, GK_BLK_MLP_PROJ, GK_BLK_ATTN_SCALE, GK_BLK_MLP_SCALE, GK_BLK_RESID_MIX,
+    GK_BLK_COUNT
+};
+
+/* Where everything is. Tensors are in the order tok_emb.weight, then each
+ * block's GK_BLK_* tensors in enum order, then skip_weights (absent when
+ * n_layer is 1), then lm_head.weight when untied. */
+typedef struct {
+    gk_config cfg;
+    int n_params;      /* tensors */
+    gk_param *params;  /* [n_params] */
+    size_t numel;      /* elements of the whole buffer */
+    int tok_emb, skip_weights, lm_head; /* indices into params; -1 when absent */
+    int *blocks;       /* [n_layer][GK_BLK_COUNT] indices into params */
+    /* U-Net split as train_gpt.py's GPT: n_enc = n_layer / 2 blocks push their
+     * outputs, the others pop; decoder block i < n_skip adds skip_weights[i]
+     * times the output of encoder block n_enc - 1 - i. */
+    int n_enc, n_dec, n_skip;
+    int fc_rows;       /* rows of mlp.fc.weight: hidden, or 2 x hidden for SwiGLU */
+} gk_layout;
+
+/* Build the layout of a checked config; dies naming the setting when the
+ * model cannot be built here (MoE, logit_softcap 0). */
+void gk_layout_init(gk_layout *l, const gk_config *c);
+void gk_layout_free(gk_layout *l);
+/* The tensor called NAME, or NULL. */
+const gk_param *gk_layout_find(const gk_layout *l, const char *name);
+/* The tensor of kind K (GK_BLK_*) of block B. */
+static inline const gk_param *gk_layout_block(const gk_layout *l, int b, int k)
+{
+    return &l->params[l->blocks[b * GK_BLK_COUNT + k]];
+}
+
+/* Fill params [l->numel] with the initial weights for SEED. Every tensor j (in
+ * layout order) draws from its own splitmix64 stream whose state starts at
+ * seed + (j + 1) * 0x9E3779B97F4A7C15; a uniform u in [0,1) is the top 53 bits
+ * of the next output times 2^-53; U(-a,a) is a (2u - 1); a normal is
+ * Box-Muller's sqrt(-2 ln(1 - u1)) cos(2 pi u2), one per two uniforms. Values
+ * are computed in double and rounded to float. So a tensor's values depend on
+ * the seed and its position only, and runs are bitwise repeatable. */
+void gk_model_init_params(const gk_layout *l, float *params, uint64_t seed);
+
+/* The activations of one micro-batch shape, in float or in double. */
+typedef struct gk_model_f32 gk_model_f32;
+typedef struct gk_model_f64 gk_model_f64;
+
+/* Allocate the activations for B sequences of T tokens (positions 0..T-1 of
+ * each sequence). The layout must outlive the model. */
+gk_model_f32 *gk_model_new_f32(const gk_layout *l, int B, int T);
+gk_model_f64 *gk_model_new_f64(const gk_layout *l, int B, int T);
+void gk_model_free_f32(gk_model_f32 *m);
+void gk_model_free_f64(gk_model_f64 *m);
+
+/* Forward pass over tokens and targets [B,T] (values in 0..vocab-1): returns
+ * the mean cross-entropy of the softcapped logits, train_gpt.py's GPT.forward.
+ * Keeps pointers to params, tokens and targets for the backward. */
+double gk_model_forward_f32(gk_model_f32 *m, const float *params, const int *tokens,
+                            const int *targets);
+double gk_model_forward_f64(gk_model_f64 *m, const double *params, const int *tokens,
+                            const int *targets);
+
+/* Backward pass of the last forward: grads [l->numel] += dloss * d(loss)/d(params)
+ * (dloss = 1 / grad_accum gives train_gpt.py's scaled micro-batch loss). The
+ * caller zeroes grads once per step, so micro-batches accumulate. params,
+ * tokens and targets must be unchanged since the forward. Consumes the
+ * forward's logits, so it runs at most once per forward. */
+void gk_model_backward_f32(gk_model_f32 *m, float *grads, double dloss);
+void gk_model_backward_f64(gk_model_f64 *m, double *grads, double dloss);
+
+#endif
