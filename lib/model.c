@@ -37,14 +37,19 @@ static gk_act ops_act(gk_activation a)
 
 /* ---- layout ------------------------------------------------------------------- */
 
+/* Append tensor "blocks.B.NAME" (NAME alone when B < 0), [rows, cols] or
+ * [rows] when cols is 0; returns its index. */
 static int add(gk_layout *l, int *cap, gk_param_group group, gk_param_init init,
-               double arg, int rows, int cols, const char *fmt, int i)
+               double arg, int rows, int cols, int b, const char *name)
 {
     if (l->n_params == *cap)
         l->params = gk_realloc(l->params, (size_t)(*cap = *cap * 2 + 16) * sizeof *l->params);
     gk_param *p = &l->params[l->n_params];
     memset(p, 0, sizeof *p);
-    snprintf(p->name, sizeof p->name, fmt, i);
+    if (b < 0)
+        snprintf(p->name, sizeof p->name, "%s", name);
+    else
+        snprintf(p->name, sizeof p->name, "blocks.%d.%s", b, name);
     p->ndim = cols ? 2 : 1;
     p->shape[0] = rows, p->shape[1] = cols ? cols : 1;
     p->numel = (size_t)rows * p->shape[1];
@@ -77,41 +82,41 @@ void gk_layout_init(gk_layout *l, const gk_config *c)
      * nn.Embedding's default N(0, 1) */
     l->tok_emb = add(l, &cap, GK_GROUP_EMBED, GK_INIT_NORMAL,
                      c->model.tie_embeddings ? c->model.tied_embed_init_std : 1.0, V, C,
-                     "tok_emb.weight", 0);
+                     -1, "tok_emb.weight");
     l->blocks = gk_malloc((size_t)L * GK_BLK_COUNT * sizeof *l->blocks);
     for (int b = 0; b < L; b++) {
         int *k = l->blocks + b * GK_BLK_COUNT;
         /* attn.proj and mlp.proj are marked _zero_init; q_gain starts at
          * qk_gain_init; attn_scale, mlp_scale ones; resid_mix (ones, zeros) */
         k[GK_BLK_C_Q] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, C, C,
-                            "blocks.%d.attn.c_q.weight", b);
+                            b, "attn.c_q.weight");
         k[GK_BLK_C_K] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, KVD, C,
-                            "blocks.%d.attn.c_k.weight", b);
+                            b, "attn.c_k.weight");
         k[GK_BLK_C_V] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, KVD, C,
-                            "blocks.%d.attn.c_v.weight", b);
+                            b, "attn.c_v.weight");
         k[GK_BLK_ATTN_PROJ] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_CONST, 0, C, C,
-                                  "blocks.%d.attn.proj.weight", b);
+                                  b, "attn.proj.weight");
         k[GK_BLK_Q_GAIN] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, c->model.qk_gain_init,
-                               c->model.n_head, 0, "blocks.%d.attn.q_gain", b);
+                               c->model.n_head, 0, b, "attn.q_gain");
         k[GK_BLK_FC] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, l->fc_rows, C,
-                           "blocks.%d.mlp.fc.weight", b);
+                           b, "mlp.fc.weight");
         k[GK_BLK_MLP_PROJ] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_CONST, 0, C, F,
-                                 "blocks.%d.mlp.proj.weight", b);
+                                 b, "mlp.proj.weight");
         k[GK_BLK_ATTN_SCALE] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, 1, C, 0,
-                                   "blocks.%d.attn_scale", b);
+                                   b, "attn_scale");
         k[GK_BLK_MLP_SCALE] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, 1, C, 0,
-                                  "blocks.%d.mlp_scale", b);
+                                  b, "mlp_scale");
         k[GK_BLK_RESID_MIX] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_RESID_MIX, 0, 2, C,
-                                  "blocks.%d.resid_mix", b);
+                                  b, "resid_mix");
     }
     /* skip_weights [n_skip, C], ones; train_gpt.py's scalar Adam takes it */
     l->skip_weights = l->n_skip ? add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, 1, l->n_skip,
-                                      C, "skip_weights", 0)
+                                      C, -1, "skip_weights")
                                 : -1;
     /* untied lm_head is marked _zero_init and has its own Adam (head_lr) */
     l->lm_head = c->model.tie_embeddings ? -1
                                          : add(l, &cap, GK_GROUP_HEAD, GK_INIT_CONST, 0, V, C,
-                                               "lm_head.weight", 0);
+                                               -1, "lm_head.weight");
 }
 
 void gk_layout_free(gk_layout *l)
