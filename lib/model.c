@@ -7,16 +7,8 @@
  * up projections are one mlp.fc.weight [2 x hidden, d_model] (gate rows
  * first), the layout ops.h's activation reads, as the records' gate_up. */
 
-/* config.h and ops.h both declare the enumerators GK_ACT_RELU2 and
- * GK_ACT_SWIGLU (of gk_activation and of gk_act). This file needs both
- * headers, so it reads config.h's under other names; ops_act() maps one
- * enum onto the other. */
-#define GK_ACT_RELU2 GK_CONFIG_ACT_RELU2
-#define GK_ACT_SWIGLU GK_CONFIG_ACT_SWIGLU
 #include "config.h"
 #include "model.h"
-#undef GK_ACT_RELU2
-#undef GK_ACT_SWIGLU
 #include "ops.h"
 #include "util.h"
 
@@ -28,9 +20,9 @@
 static gk_act ops_act(gk_activation a)
 {
     switch (a) {
-    case GK_CONFIG_ACT_RELU2: return GK_ACT_RELU2;
-    case GK_ACT_LEAKY_RELU2: return GK_ACT_LEAKY2;
-    case GK_CONFIG_ACT_SWIGLU: return GK_ACT_SWIGLU;
+    case GK_ACT_RELU2: return GK_OP_RELU2;
+    case GK_ACT_LEAKY_RELU2: return GK_OP_LEAKY2;
+    case GK_ACT_SWIGLU: return GK_OP_SWIGLU;
     }
     gk_die("model: unknown activation %d", (int)a);
 }
@@ -73,7 +65,7 @@ void gk_layout_init(gk_layout *l, const gk_config *c)
     int KVD = c->model.n_kv_head * gk_config_head_dim(c);
     /* the dense MLP is the one expert, so its width is the expert width */
     int F = gk_config_expert_hidden(c);
-    l->fc_rows = c->model.activation == GK_CONFIG_ACT_SWIGLU ? 2 * F : F;
+    l->fc_rows = c->model.activation == GK_ACT_SWIGLU ? 2 * F : F;
     l->n_enc = L / 2, l->n_dec = L - l->n_enc;
     l->n_skip = l->n_enc < l->n_dec ? l->n_enc : l->n_dec;
     /* nn.Linear's default init, kaiming_uniform_(a=sqrt(5)), is U(-1/sqrt(in), 1/sqrt(in)) */

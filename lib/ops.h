@@ -39,9 +39,9 @@
 
 /* The feed-forward activations. */
 typedef enum {
-    GK_ACT_RELU2,  /* relu(x)^2: train_gpt.py's MLP (from modded-nanogpt) */
-    GK_ACT_LEAKY2, /* leaky_relu(x, 0.5)^2: the records' MLP */
-    GK_ACT_SWIGLU, /* silu(gate) * up: gate and up are the two halves of a row */
+    GK_OP_RELU2,  /* relu(x)^2: train_gpt.py's MLP (from modded-nanogpt) */
+    GK_OP_LEAKY2, /* leaky_relu(x, 0.5)^2: the records' MLP */
+    GK_OP_SWIGLU, /* silu(gate) * up: gate and up are the two halves of a row */
 } gk_act;
 
 /* ---- float32: what the trainer runs -------------------------------------- */

@@ -284,14 +284,14 @@ void OP(gk_act_fwd)(REAL *y, const REAL *x, int N, int F, gk_act act)
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         REAL *yr = y + (size_t)n * F;
-        if (act == GK_ACT_SWIGLU) {
+        if (act == GK_OP_SWIGLU) {
             const REAL *gate = x + (size_t)n * 2 * F, *up = gate + F;
             for (int f = 0; f < F; f++)
                 yr[f] = gate[f] / (1 + exp(-gate[f])) * up[f];
         } else {
             const REAL *xr = x + (size_t)n * F;
             for (int f = 0; f < F; f++) {
-                REAL a = xr[f] > 0 ? xr[f] : act == GK_ACT_LEAKY2 ? slope * xr[f] : 0;
+                REAL a = xr[f] > 0 ? xr[f] : act == GK_OP_LEAKY2 ? slope * xr[f] : 0;
                 yr[f] = a * a;
             }
         }
@@ -307,7 +307,7 @@ void OP(gk_act_bwd)(REAL *dx, const REAL *dy, const REAL *x, int N, int F, gk_ac
 #pragma omp parallel for
     for (int n = 0; n < N; n++) {
         const REAL *dyr = dy + (size_t)n * F;
-        if (act == GK_ACT_SWIGLU) {
+        if (act == GK_OP_SWIGLU) {
             const REAL *gate = x + (size_t)n * 2 * F, *up = gate + F;
             REAL *dgate = dx + (size_t)n * 2 * F, *dup = dgate + F;
             for (int f = 0; f < F; f++) {
@@ -321,7 +321,7 @@ void OP(gk_act_bwd)(REAL *dx, const REAL *dy, const REAL *x, int N, int F, gk_ac
             for (int f = 0; f < F; f++) {
                 if (xr[f] > 0)
                     dxr[f] += 2 * xr[f] * dyr[f];
-                else if (act == GK_ACT_LEAKY2)
+                else if (act == GK_OP_LEAKY2)
                     dxr[f] += 2 * slope * slope * xr[f] * dyr[f];
             }
         }

@@ -329,13 +329,13 @@ static void test_gradients(void)
     check(&sc, 1);
     free(y0);
 
-    op_case act = {.name = "relu^2", .nin = 1, .in_name = {"x"}, .N = N, .C = 6, .act = GK_ACT_RELU2,
+    op_case act = {.name = "relu^2", .nin = 1, .in_name = {"x"}, .N = N, .C = 6, .act = GK_OP_RELU2,
                    .run64 = act64, .run32 = act32};
     act.in_n[0] = act.out_n = N * 6;
     check(&act, 1);
-    act.name = "leaky_relu(0.5)^2", act.act = GK_ACT_LEAKY2;
+    act.name = "leaky_relu(0.5)^2", act.act = GK_OP_LEAKY2;
     check(&act, 1);
-    act.name = "swiglu [N,2F] -> [N,F]", act.act = GK_ACT_SWIGLU, act.in_n[0] = N * 12;
+    act.name = "swiglu [N,2F] -> [N,F]", act.act = GK_OP_SWIGLU, act.in_n[0] = N * 12;
     check(&act, 2);
 
     /* cap 2 on logits of scale 3, so the tanh is far from linear */
