@@ -24,22 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- random numbers for the tests: xorshift64*, normal by Box-Muller ---------- */
-
-static uint64_t rng = 0x2545F4914F6CDD1Dull;
-
-static double uniform(void)
-{
-    rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
-    return ((rng * 2685821657736338717ull) >> 11) * 0x1.0p-53;
-}
-
-static double normal(void)
-{
-    double u = uniform() + 0x1.0p-54;
-    return sqrt(-2 * log(u)) * cos(2 * M_PI * uniform());
-}
-
 /* ---- configs ------------------------------------------------------------------- */
 
 /* The tiny model of the gradient checks, with a consistent train section so
@@ -58,7 +42,7 @@ static gk_config tiny(void)
 static void random_tokens(int *x, int n, int vocab)
 {
     for (int i = 0; i < n; i++)
-        x[i] = (int)(uniform() * vocab);
+        x[i] = (int)(tap_uniform() * vocab);
 }
 
 /* Initial weights for seed 1, then every coordinate moved by N(0, 0.3^2), in
@@ -69,7 +53,7 @@ static double *perturbed(const gk_layout *l, float *pf)
     gk_model_init_params(l, p, 1);
     double *pd = gk_malloc(l->numel * sizeof *pd);
     for (size_t i = 0; i < l->numel; i++) {
-        p[i] = (float)(p[i] + 0.3 * normal());
+        p[i] = (float)(p[i] + 0.3 * tap_normal());
         pd[i] = p[i];
     }
     if (pf)
@@ -105,7 +89,7 @@ static double grad_check(const gk_config *c, int B, int sample, char worst[48])
         double err = 0, scale = 0;
         for (int s = 0; s < n; s++) {
             size_t i = t->offset + (n == (int)t->numel ? (size_t)s
-                                                       : (size_t)(uniform() * t->numel));
+                                                       : (size_t)(tap_uniform() * t->numel));
             double save = p[i];
             p[i] = save + h;
             double lp = gk_model_forward_f64(m, p, tok, tgt);
@@ -296,6 +280,7 @@ static void layout_and_init(void)
 
 int main(void)
 {
+    tap_seed(0x2545F4914F6CDD1Dull);
     counts();
     layout_and_init();
     initial_loss();

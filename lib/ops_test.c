@@ -43,27 +43,11 @@ struct op_case {
     void (*run32)(const op_case *c, float **x, float **g, float *out, const float *R);
 };
 
-/* ---- random numbers: xorshift64*, normal by Box-Muller --------------------- */
-
-static uint64_t rng = 0x9E3779B97F4A7C15ull;
-
-static double uniform(void)
-{
-    rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
-    return ((rng * 2685821657736338717ull) >> 11) * 0x1.0p-53;
-}
-
-static double normal(void)
-{
-    double u = uniform() + 0x1.0p-54;
-    return sqrt(-2 * log(u)) * cos(2 * M_PI * uniform());
-}
-
 static double *randn(size_t n, double scale)
 {
     double *x = gk_malloc(n * sizeof *x);
     for (size_t i = 0; i < n; i++)
-        x[i] = scale * normal();
+        x[i] = scale * tap_normal();
     return x;
 }
 
@@ -467,6 +451,7 @@ static void test_determinism(void)
 
 int main(void)
 {
+    tap_seed(0x9E3779B97F4A7C15ull);
     double t0 = gk_now();
     test_gradients();
     test_hand_values();

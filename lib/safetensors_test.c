@@ -631,11 +631,6 @@ int main(int argc, char **argv)
     test_refused();
     test_expect();
     test_writer_refuses();
-    if (tap_failed == 0) { /* leave the evidence of a failure behind */
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            printf("# could not remove %s\n", dir);
-    }
+    tap_remove_dir(dir);
     return tap_done();
 }

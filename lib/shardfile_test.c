@@ -212,11 +212,6 @@ int main(int argc, char **argv)
     if (!mkdtemp(dir))
         gk_die("%s: cannot create: expected a temporary directory", dir);
     test_split();
-    if (tap_failed == 0) { /* leave the evidence of a failure behind */
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0)
-            printf("# could not remove %s\n", dir);
-    }
+    tap_remove_dir(dir);
     return tap_done();
 }

@@ -3,7 +3,10 @@
 #ifndef GK_TAP_H
 #define GK_TAP_H
 
+#include <math.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static int tap_n, tap_failed;
 
@@ -18,6 +21,36 @@ static int tap_n, tap_failed;
             printf("#   failed at %s:%d: %s\n", __FILE__, __LINE__, #cond);             \
         }                                                                               \
     } while (0)
+
+/* Test randomness, the same on every machine: xorshift64* for uniforms in
+ * [0, 1), Box-Muller for normals. Seed with tap_seed() to pin a test's inputs. */
+static uint64_t tap_rng = 0x9E3779B97F4A7C15ull;
+
+static inline void tap_seed(uint64_t seed) { tap_rng = seed; }
+
+static inline double tap_uniform(void)
+{
+    tap_rng ^= tap_rng >> 12, tap_rng ^= tap_rng << 25, tap_rng ^= tap_rng >> 27;
+    return (double)((tap_rng * 2685821657736338717ull) >> 11) * 0x1.0p-53;
+}
+
+static inline double tap_normal(void)
+{
+    double u = tap_uniform() + 0x1.0p-54;
+    return sqrt(-2 * log(u)) * cos(2 * M_PI * tap_uniform());
+}
+
+/* Remove a test's scratch directory, but only when every test passed: a
+ * failure leaves its evidence behind. */
+static inline void tap_remove_dir(const char *dir)
+{
+    if (tap_failed)
+        return;
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0)
+        printf("# could not remove %s\n", dir);
+}
 
 static inline int tap_done(void)
 {
