@@ -58,33 +58,7 @@ static void act_set(const char *arg)
  * exactly the one line WANT; GOT receives what it printed. */
 static int dies_with(action act, const char *arg, const char *want, char *got, size_t n)
 {
-    int fd[2];
-    if (pipe(fd) != 0)
-        gk_die("pipe failed");
-    fflush(stdout); /* else the child would print our pending TAP lines again */
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0)
-        gk_die("fork failed");
-    if (pid == 0) {
-        close(fd[0]);
-        dup2(fd[1], 2);
-        close(fd[1]);
-        act(arg);
-        _exit(0); /* it did not die */
-    }
-    close(fd[1]);
-    size_t len = 0;
-    ssize_t r;
-    while (len + 1 < n && (r = read(fd[0], got + len, n - 1 - len)) > 0)
-        len += (size_t)r;
-    got[len] = 0;
-    close(fd[0]);
-    int st;
-    waitpid(pid, &st, 0);
-    if (len && got[len - 1] == '\n')
-        got[--len] = 0;
-    return WIFEXITED(st) && WEXITSTATUS(st) == 1 && strcmp(got, want) == 0;
+    return tap_child(act, arg, got, n) == 1 && strcmp(got, want) == 0;
 }
 
 /* The config JSON must fail to load with "config: PATH: MSG". */

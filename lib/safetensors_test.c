@@ -192,35 +192,10 @@ static void raw(const char *name, const char *json, size_t n)
  * after one stderr line holding WANT. */
 static void dies(void (*fn)(const char *), const char *arg, const char *want, const char *what)
 {
-    int fd[2];
-    if (pipe(fd) != 0)
-        gk_die("pipe: expected a pipe, found none");
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0)
-        gk_die("fork: expected a child, found none");
-    if (pid == 0) {
-        close(fd[0]);
-        dup2(fd[1], 2);
-        close(fd[1]);
-        fn(arg);
-        exit(0);
-    }
-    close(fd[1]);
     char buf[8192];
-    size_t n = 0;
-    ssize_t k;
-    while (n < sizeof buf - 1 && (k = read(fd[0], buf + n, sizeof buf - 1 - n)) > 0)
-        n += (size_t)k;
-    buf[n] = 0;
-    close(fd[0]);
-    int status;
-    waitpid(pid, &status, 0);
-    char *nl = strchr(buf, '\n');
-    int one_line = nl && nl[1] == 0;
-    ok(WIFEXITED(status) && WEXITSTATUS(status) == 1 && one_line && strstr(buf, want),
-       "%s: %.*s", what, nl ? (int)(nl - buf) : (int)n, buf);
+    int status = tap_child(fn, arg, buf, sizeof buf);
+    int one_line = buf[0] && !strchr(buf, '\n');
+    ok(status == 1 && one_line && strstr(buf, want), "%s: %s", what, buf);
     if (!one_line || !strstr(buf, want))
         printf("#   wanted \"%s\" in one line, status %d, got: %s\n", want, status, buf);
 }

@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int tap_n, tap_failed;
 
@@ -50,6 +53,40 @@ static inline void tap_remove_dir(const char *dir)
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0)
         printf("# could not remove %s\n", dir);
+}
+
+/* Run FN(ARG) in a forked child, for code that reports through gk_die and
+ * exits. Its stderr lands in ERR (N bytes, NUL-terminated, one trailing
+ * newline removed). Returns its exit status, or -1 when it did not exit. */
+static inline int tap_child(void (*fn)(const char *), const char *arg, char *err, size_t n)
+{
+    int fd[2];
+    if (pipe(fd) != 0)
+        return -1;
+    fflush(stdout); /* else the child would print our pending TAP lines again */
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        close(fd[0]);
+        dup2(fd[1], 2);
+        close(fd[1]);
+        fn(arg);
+        _exit(0); /* it did not die */
+    }
+    close(fd[1]);
+    size_t len = 0;
+    ssize_t r;
+    while (len + 1 < n && (r = read(fd[0], err + len, n - 1 - len)) > 0)
+        len += (size_t)r;
+    err[len] = 0;
+    close(fd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    if (len && err[len - 1] == '\n')
+        err[--len] = 0;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 static inline int tap_done(void)
