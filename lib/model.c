@@ -5,10 +5,13 @@
  * optimizer split of main(), the init of _init_weights and the constructors);
  * the one departure is SwiGLU, which train_gpt.py does not have: its gate and
  * up projections are one mlp.fc.weight [2 x hidden, d_model] (gate rows
- * first), the layout ops.h's activation reads, as the records' gate_up. */
+ * first), the layout ops.h's activation reads, as the records' gate_up.
+ * A mixture-of-experts block has the tensors of moe.h's experts and router in
+ * place of mlp.fc and mlp.proj (gk_moe_block in model.h). */
 
 #include "config.h"
 #include "model.h"
+#include "moe.h"
 #include "ops.h"
 #include "util.h"
 
@@ -16,16 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static gk_act ops_act(gk_activation a)
-{
-    switch (a) {
-    case GK_ACT_RELU2: return GK_OP_RELU2;
-    case GK_ACT_LEAKY_RELU2: return GK_OP_LEAKY2;
-    case GK_ACT_SWIGLU: return GK_OP_SWIGLU;
-    }
-    gk_die("model: unknown activation %d", (int)a);
-}
 
 /* ---- layout ------------------------------------------------------------------- */
 
@@ -48,14 +41,44 @@ static int add(gk_layout *l, int *cap, gk_param_group group, gk_param_init init,
     p->offset = l->numel;
     p->group = group, p->init = init, p->init_arg = arg;
     l->numel += p->numel;
+    if (group == GK_GROUP_BUFFER)
+        l->n_buffer += p->numel;
     return l->n_params++;
+}
+
+/* The feed-forward tensors of MoE block b (gk_moe_block in model.h). Experts
+ * start as the dense MLP does (fc as nn.Linear, proj zero); the router as an
+ * nn.Linear(d_model, E) without bias; the bias at zero. The router goes to
+ * the scalar Adam, not Muon: moe.h says why. */
+static void add_moe(gk_layout *l, int *cap, int b, double uc)
+{
+    const gk_config *c = &l->cfg;
+    int E = c->moe.n_experts, S = c->moe.n_shared, C = c->model.d_model;
+    int F = gk_config_expert_hidden(c);
+    gk_moe_block *t = &l->moe[b];
+    int learned = E > 1 && c->moe.router != GK_ROUTER_TOKEN;
+    t->router = learned ? add(l, cap, GK_GROUP_SCALAR, GK_INIT_UNIFORM, uc, E, C, b,
+                              "moe.router.weight")
+                        : -1;
+    t->router_bias = learned && c->moe.router == GK_ROUTER_SIGMOID_BIAS
+                         ? add(l, cap, GK_GROUP_BUFFER, GK_INIT_CONST, 0, E, 0, b,
+                               "moe.router_bias")
+                         : -1;
+    t->fc = gk_malloc((size_t)(E + S) * sizeof *t->fc);
+    t->proj = gk_malloc((size_t)(E + S) * sizeof *t->proj);
+    for (int j = 0; j < E + S; j++) {
+        const char *kind = j < E ? "experts" : "shared";
+        int i = j < E ? j : j - E;
+        char name[40];
+        snprintf(name, sizeof name, "moe.%s.%d.fc.weight", kind, i);
+        t->fc[j] = add(l, cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, l->fc_rows, C, b, name);
+        snprintf(name, sizeof name, "moe.%s.%d.proj.weight", kind, i);
+        t->proj[j] = add(l, cap, GK_GROUP_MATRIX, GK_INIT_CONST, 0, C, F, b, name);
+    }
 }
 
 void gk_layout_init(gk_layout *l, const gk_config *c)
 {
-    if (c->moe.n_experts != 1 || c->moe.n_shared != 0)
-        gk_die("model: moe.n_experts %d, moe.n_shared %d: the CPU model is dense so far "
-               "(n_experts 1, n_shared 0)", c->moe.n_experts, c->moe.n_shared);
     if (c->model.logit_softcap <= 0)
         gk_die("model: model.logit_softcap 0 (off) is not supported: the head's fused "
                "loss (gk_softcap_ce) needs a positive cap");
@@ -66,6 +89,8 @@ void gk_layout_init(gk_layout *l, const gk_config *c)
     /* the dense MLP is the one expert, so its width is the expert width */
     int F = gk_config_expert_hidden(c);
     l->fc_rows = c->model.activation == GK_ACT_SWIGLU ? 2 * F : F;
+    if (c->moe.n_experts > 1 || c->moe.n_shared > 0)
+        l->moe = gk_calloc((size_t)L, sizeof *l->moe);
     l->n_enc = L / 2, l->n_dec = L - l->n_enc;
     l->n_skip = l->n_enc < l->n_dec ? l->n_enc : l->n_dec;
     /* nn.Linear's default init, kaiming_uniform_(a=sqrt(5)), is U(-1/sqrt(in), 1/sqrt(in)) */
@@ -90,10 +115,15 @@ void gk_layout_init(gk_layout *l, const gk_config *c)
                                   b, "attn.proj.weight");
         k[GK_BLK_Q_GAIN] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, c->model.qk_gain_init,
                                c->model.n_head, 0, b, "attn.q_gain");
-        k[GK_BLK_FC] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, l->fc_rows, C,
-                           b, "mlp.fc.weight");
-        k[GK_BLK_MLP_PROJ] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_CONST, 0, C, F,
-                                 b, "mlp.proj.weight");
+        if (l->moe) {
+            k[GK_BLK_FC] = k[GK_BLK_MLP_PROJ] = -1;
+            add_moe(l, &cap, b, uc);
+        } else {
+            k[GK_BLK_FC] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_UNIFORM, uc, l->fc_rows, C,
+                               b, "mlp.fc.weight");
+            k[GK_BLK_MLP_PROJ] = add(l, &cap, GK_GROUP_MATRIX, GK_INIT_CONST, 0, C, F,
+                                     b, "mlp.proj.weight");
+        }
         k[GK_BLK_ATTN_SCALE] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, 1, C, 0,
                                    b, "attn_scale");
         k[GK_BLK_MLP_SCALE] = add(l, &cap, GK_GROUP_SCALAR, GK_INIT_CONST, 1, C, 0,
@@ -113,6 +143,9 @@ void gk_layout_init(gk_layout *l, const gk_config *c)
 
 void gk_layout_free(gk_layout *l)
 {
+    for (int b = 0; l->moe && b < l->cfg.model.n_layer; b++)
+        free(l->moe[b].fc), free(l->moe[b].proj);
+    free(l->moe);
     free(l->params);
     free(l->blocks);
     memset(l, 0, sizeof *l);
@@ -166,15 +199,19 @@ void gk_model_init_params(const gk_layout *l, float *params, uint64_t seed)
 #define REAL float
 #define OP(name) name##_f32
 #define MODEL gk_model_f32
+#define MOE gk_moe_f32
 #include "model_impl.h"
 #undef REAL
 #undef OP
 #undef MODEL
+#undef MOE
 
 #define REAL double
 #define OP(name) name##_f64
 #define MODEL gk_model_f64
+#define MOE gk_moe_f64
 #include "model_impl.h"
 #undef REAL
 #undef OP
 #undef MODEL
+#undef MOE

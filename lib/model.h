@@ -14,9 +14,10 @@
  * finite differences), as the layers of ops.h are. A gk_model_* object owns
  * the activations of one micro-batch shape [B,T], allocated once.
  *
- * The feed-forward is the dense MLP (n_experts 1, n_shared 0); the mixture of
- * experts will replace the block's feed-forward step (ffn_fwd / ffn_bwd in
- * model_impl.h), and gk_layout_init refuses other moe settings until then. */
+ * The feed-forward is the dense MLP when moe.n_experts is 1 and moe.n_shared
+ * 0 (the baseline, with train_gpt.py's names), and otherwise the mixture of
+ * experts of lib/moe.h, which replaces the block's feed-forward step (ffn_fwd
+ * / ffn_bwd in model_impl.h) and nothing else. */
 #ifndef GK_MODEL_H
 #define GK_MODEL_H
 
@@ -34,6 +35,8 @@ typedef enum {
     GK_GROUP_EMBED,  /* Adam, tied_embed_lr (tied) or embed_lr (untied) */
     GK_GROUP_HEAD,   /* Adam, head_lr (untied lm_head only) */
     GK_GROUP_SCALAR, /* Adam, scalar_lr */
+    GK_GROUP_BUFFER, /* not trained by gradient, but saved in checkpoints: the
+                      * sigmoid router's load bias, moved by gk_moe_router_update */
 } gk_param_group;
 
 /* How a tensor starts (train_gpt.py's GPT._init_weights and the modules'
@@ -56,16 +59,31 @@ typedef struct {
     double init_arg;
 } gk_param;
 
-/* The tensors of one block, as indices into gk_layout.params. */
+/* The tensors of one block, as indices into gk_layout.params. GK_BLK_FC and
+ * GK_BLK_MLP_PROJ are the dense MLP's: -1 in a mixture-of-experts block, whose
+ * feed-forward tensors gk_layout.moe lists instead. */
 enum {
     GK_BLK_C_Q, GK_BLK_C_K, GK_BLK_C_V, GK_BLK_ATTN_PROJ, GK_BLK_Q_GAIN,
     GK_BLK_FC, GK_BLK_MLP_PROJ, GK_BLK_ATTN_SCALE, GK_BLK_MLP_SCALE, GK_BLK_RESID_MIX,
     GK_BLK_COUNT
 };
 
+/* The feed-forward tensors of a mixture-of-experts block, as indices into
+ * gk_layout.params, in the block in this order after attn.q_gain (where the
+ * dense mlp sits):
+ *   blocks.B.moe.router.weight        [E, C]  learned routers (E > 1, not token)
+ *   blocks.B.moe.router_bias          [E]     sigmoid_bias only (E > 1), a buffer
+ *   blocks.B.moe.experts.J.fc.weight  [fc_rows, F], .proj.weight [C, F], J < E
+ *   blocks.B.moe.shared.J.fc.weight   ...,                              J < S */
+typedef struct {
+    int router, router_bias; /* -1 when absent */
+    int *fc, *proj;          /* [E + S]: the routed experts, then the shared ones */
+} gk_moe_block;
+
 /* Where everything is. Tensors are in the order tok_emb.weight, then each
- * block's GK_BLK_* tensors in enum order, then skip_weights (absent when
- * n_layer is 1), then lm_head.weight when untied. */
+ * block's GK_BLK_* tensors in enum order (with the gk_moe_block tensors in
+ * place of mlp.fc and mlp.proj in a MoE model), then skip_weights (absent
+ * when n_layer is 1), then lm_head.weight when untied. */
 typedef struct {
     gk_config cfg;
     int n_params;      /* tensors */
@@ -78,10 +96,12 @@ typedef struct {
      * times the output of encoder block n_enc - 1 - i. */
     int n_enc, n_dec, n_skip;
     int fc_rows;       /* rows of mlp.fc.weight: hidden, or 2 x hidden for SwiGLU */
+    gk_moe_block *moe; /* [n_layer]; NULL in the dense model */
+    size_t n_buffer;   /* elements in GK_GROUP_BUFFER tensors (not parameters) */
 } gk_layout;
 
 /* Build the layout of a checked config; dies naming the setting when the
- * model cannot be built here (MoE, logit_softcap 0). */
+ * model cannot be built here (logit_softcap 0). */
 void gk_layout_init(gk_layout *l, const gk_config *c);
 void gk_layout_free(gk_layout *l);
 /* The tensor called NAME, or NULL. */
@@ -127,5 +147,14 @@ double gk_model_forward_f64(gk_model_f64 *m, const double *params, const int *to
  * forward's logits, so it runs at most once per forward. */
 void gk_model_backward_f32(gk_model_f32 *m, float *grads, double dloss);
 void gk_model_backward_f64(gk_model_f64 *m, double *grads, double dloss);
+
+/* The expert load of a MoE model: [n_layer][n_experts] tokens routed to each
+ * routed expert (top_k per token) by the forwards that were back-propagated
+ * since the caller last zeroed it (validation forwards do not count). The
+ * trainer sums it over its micro-batches (and ranks), logs it with
+ * gk_moe_load_fractions, feeds it to gk_moe_router_update after each
+ * optimizer step, and zeroes it. NULL in the dense model. */
+int64_t *gk_model_expert_load_f32(gk_model_f32 *m);
+int64_t *gk_model_expert_load_f64(gk_model_f64 *m);
 
 #endif

@@ -3,6 +3,7 @@
  *   REAL      the element type (float, double),
  *   OP(name)  the name with its type suffix (name_f32, name_f64),
  *   MODEL     the model struct (gk_model_f32, gk_model_f64),
+ *   MOE       the MoE feed-forward of moe.h (gk_moe_f32, gk_moe_f64),
  * so the double passes that the tests check by finite differences are the
  * very code the trainer runs in float, as ops_impl.h does for the layers.
  * Every step calls the layer of the same type from ops.h; the comments name
@@ -18,7 +19,7 @@ typedef struct {
     REAL *att, *lse;           /* attention output [N,H,D], log-sum-exp [N,H] */
     REAL *ay;                  /* attn.proj output */
     REAL *ln2, *rstd2;         /* mlp_norm(x) */
-    REAL *hpre, *hact;         /* mlp.fc output [N,fc_rows], activation [N,F] */
+    REAL *hpre, *hact;         /* mlp.fc output [N,fc_rows], activation [N,F] (dense only) */
     REAL *my;                  /* mlp.proj output */
     REAL *xout;                /* block output: the residual stream after the block */
 } OP(block_acts);
@@ -34,13 +35,15 @@ struct MODEL {
     REAL *cos, *sin;            /* rotary tables [T, R/2] */
     REAL *x0, *rstd0;           /* RMSNormed embedding (x0 of every block) */
     OP(block_acts) *blk;        /* [n_layer] */
+    MOE **moe;                  /* [n_layer] each block's feed-forward; NULL when dense */
+    int64_t *load;              /* [n_layer][n_experts] routed tokens (model.h) */
     REAL **xskip;               /* [n_skip]: decoder block i's input, x + skip_weights[i] * skip */
     REAL *xf, *rstdf;           /* final_norm output */
     REAL *logits;               /* [N,V] x W^T before the softcap; the backward turns it into dz */
     /* backward scratch: [N,C] residual gradients, one per pending encoder
      * output (dskip), and per-layer temporaries */
     REAL *dres, *dres2, *dx0, **dskip;
-    REAL *dA, *dln, *datt, *dq1, *dq2, *dk1, *dk2, *dv, *dhact, *dhpre;
+    REAL *dA, *dln, *datt, *dq1, *dq2, *dk1, *dk2, *dv, *dhact, *dhpre; /* dh*: dense only */
     void *mem;                  /* the one allocation all of the above live in */
 };
 
@@ -61,11 +64,13 @@ MODEL *OP(gk_model_new)(const gk_layout *l, int B, int T)
     m->C = c->model.d_model, m->H = c->model.n_head, m->KV = c->model.n_kv_head;
     m->D = gk_config_head_dim(c), m->R = gk_config_rope_dims(c);
     m->F = gk_config_expert_hidden(c), m->FR = l->fc_rows, m->V = c->model.vocab;
-    m->act = ops_act(c->model.activation);
+    m->act = gk_ffn_act(c->model.activation);
     m->cap = c->model.logit_softcap;
     int L = c->model.n_layer;
     size_t N = (size_t)m->N, C = (size_t)m->C, KVD = (size_t)m->KV * m->D;
-    size_t F = (size_t)m->F, FR = (size_t)m->FR, H = (size_t)m->H, KV = (size_t)m->KV;
+    /* the MoE keeps its own activations; the dense MLP's are not allocated */
+    size_t F = l->moe ? 0 : (size_t)m->F, FR = l->moe ? 0 : (size_t)m->FR;
+    size_t H = (size_t)m->H, KV = (size_t)m->KV;
     size_t per_block = N * (C * 9 + KVD * 3 + FR + F + 2 + H * 2 + KV);
     size_t scratch = N * (C * 8 + KVD * 3 + F + FR);
     size_t total = (size_t)T * m->R + N * (C * 2 + 2) + (size_t)L * per_block +
@@ -102,6 +107,12 @@ MODEL *OP(gk_model_new)(const gk_layout *l, int B, int T)
     m->dk1 = OP(take)(&p, N * KVD), m->dk2 = OP(take)(&p, N * KVD);
     m->dv = OP(take)(&p, N * KVD);
     m->dhact = OP(take)(&p, N * F), m->dhpre = OP(take)(&p, N * FR);
+    if (l->moe) {
+        m->moe = gk_calloc((size_t)L, sizeof *m->moe);
+        for (int b = 0; b < L; b++)
+            m->moe[b] = OP(gk_moe_new)(l, b, m->N);
+        m->load = gk_calloc((size_t)L * c->moe.n_experts, sizeof *m->load);
+    }
     return m;
 }
 
@@ -109,6 +120,10 @@ void OP(gk_model_free)(MODEL *m)
 {
     if (!m)
         return;
+    for (int b = 0; m->moe && b < m->l->cfg.model.n_layer; b++)
+        OP(gk_moe_free)(m->moe[b]);
+    free(m->moe);
+    free(m->load);
     free(m->mem);
     free(m->blk);
     free(m->xskip);
@@ -125,10 +140,14 @@ static inline REAL *OP(bt)(const MODEL *m, const REAL *buf, int b, int k)
 /* ---- forward ----------------------------------------------------------------- */
 
 /* The feed-forward of a block on h = mlp_norm(x): train_gpt.py's MLP,
- * proj(act(fc(h))). The mixture of experts replaces this step. */
+ * proj(act(fc(h))), or the mixture of experts of moe.h. */
 static void OP(ffn_fwd)(MODEL *m, OP(block_acts) *a, int b)
 {
     const REAL *P = m->params;
+    if (m->moe) {
+        OP(gk_moe_fwd)(m->moe[b], a->my, a->ln2, P, m->tokens);
+        return;
+    }
     OP(gk_linear_fwd)(a->hpre, a->ln2, OP(bt)(m, P, b, GK_BLK_FC), NULL, m->N, m->C, m->FR);
     OP(gk_act_fwd)(a->hact, a->hpre, m->N, m->F, m->act);
     OP(gk_linear_fwd)(a->my, a->hact, OP(bt)(m, P, b, GK_BLK_MLP_PROJ), NULL, m->N, m->F, m->C);
@@ -214,6 +233,12 @@ static void OP(ffn_bwd)(MODEL *m, OP(block_acts) *a, REAL *G, int b)
 {
     const REAL *P = m->params;
     size_t N = (size_t)m->N;
+    if (m->moe) {
+        OP(zero)(m->dln, N * m->C);
+        OP(gk_moe_bwd)(m->moe[b], m->dln, G, m->dA,
+                       m->load + (size_t)b * m->l->cfg.moe.n_experts);
+        return;
+    }
     OP(zero)(m->dhact, N * m->F);
     OP(gk_linear_bwd)(m->dhact, OP(bt)(m, G, b, GK_BLK_MLP_PROJ), NULL, m->dA, a->hact,
                       OP(bt)(m, P, b, GK_BLK_MLP_PROJ), m->N, m->F, m->C);
@@ -317,3 +342,5 @@ void OP(gk_model_backward)(MODEL *m, REAL *grads, double dloss)
     OP(gk_rmsnorm_bwd)(m->dln, m->dx0, m->x0, m->rstd0, N, C);
     OP(gk_embed_bwd)(grads + l->params[l->tok_emb].offset, m->dln, m->tokens, N, C);
 }
+
+int64_t *OP(gk_model_expert_load)(MODEL *m) { return m->load; }

@@ -9,7 +9,14 @@
  * tensor. The error of a tensor is max |analytic - numeric| over the sample,
  * relative to the sample's largest numeric gradient, as ops_test measures.
  * The same check runs for partial RoPE, LeakyReLU(0.5)^2, SwiGLU, an untied
- * head and an odd layer count (a decoder block without a skip).
+ * head and an odd layer count (a decoder block without a skip), and for the
+ * mixture of experts of moe.h with each router (4 routed experts and 1
+ * shared, top-2; top-1 for the token router). The top-k choice is piecewise
+ * constant in the weights: a step h = 1e-5 could flip a near-tie and make one
+ * difference quotient meaningless, which would show as a large error; the
+ * pinned test seed gives inputs without such a tie. The sigmoid router's
+ * bias is a buffer: its gradient must be exactly zero, and it is not
+ * differentiated (it moves the choice only).
  *
  * Around it: float against double (loss and gradients), the initial loss of
  * the baseline init (about ln(vocab): the tied embedding is small, so the
@@ -46,15 +53,21 @@ static void random_tokens(int *x, int n, int vocab)
 }
 
 /* Initial weights for seed 1, then every coordinate moved by N(0, 0.3^2), in
- * double (and the same values in float when pf is not NULL). */
+ * double (and the same values in float when pf is not NULL). A buffer (the
+ * router bias) moves by N(0, 0.05^2) only: enough that the choice differs
+ * from the choice by scores, little enough that every expert keeps tokens. */
 static double *perturbed(const gk_layout *l, float *pf)
 {
     float *p = gk_malloc(l->numel * sizeof *p);
     gk_model_init_params(l, p, 1);
     double *pd = gk_malloc(l->numel * sizeof *pd);
-    for (size_t i = 0; i < l->numel; i++) {
-        p[i] = (float)(p[i] + 0.3 * tap_normal());
-        pd[i] = p[i];
+    for (int j = 0; j < l->n_params; j++) {
+        const gk_param *t = &l->params[j];
+        double sd = t->group == GK_GROUP_BUFFER ? 0.05 : 0.3;
+        for (size_t i = t->offset; i < t->offset + t->numel; i++) {
+            p[i] = (float)(p[i] + sd * tap_normal());
+            pd[i] = p[i];
+        }
     }
     if (pf)
         memcpy(pf, p, l->numel * sizeof *p);
@@ -85,6 +98,12 @@ static double grad_check(const gk_config *c, int B, int sample, char worst[48])
     worst[0] = 0;
     for (int j = 0; j < l.n_params; j++) {
         const gk_param *t = &l.params[j];
+        if (t->group == GK_GROUP_BUFFER) {
+            for (size_t i = 0; i < t->numel; i++)
+                if (g[t->offset + i] != 0)
+                    max_err = INFINITY, strcpy(worst, t->name);
+            continue;
+        }
         int n = t->numel < (size_t)sample ? (int)t->numel : sample;
         double err = 0, scale = 0;
         for (int s = 0; s < n; s++) {
@@ -112,10 +131,10 @@ static double grad_check(const gk_config *c, int B, int sample, char worst[48])
     return max_err;
 }
 
-static void check_grad(const char *what, const gk_config *c, int sample)
+static void check_grad(const char *what, const gk_config *c, int B, int sample)
 {
     char worst[48];
-    double e = grad_check(c, 2, sample, worst);
+    double e = grad_check(c, B, sample, worst);
     ok(e < 1e-5, "whole-model gradient vs central differences, %s: max rel err %.2e (%s)", what,
        e, worst);
 }
@@ -287,14 +306,26 @@ int main(void)
     float_vs_double();
 
     gk_config c = tiny();
-    check_grad("baseline shape (relu^2, 4 layers, GQA 4/2, tied)", &c, 200);
+    check_grad("baseline shape (relu^2, 4 layers, GQA 4/2, tied)", &c, 2, 200);
     c = tiny(), c.model.rope_dims = 2;
-    check_grad("partial RoPE (2 of 4 dims)", &c, 60);
+    check_grad("partial RoPE (2 of 4 dims)", &c, 2, 60);
     c = tiny(), c.model.activation = GK_ACT_LEAKY_RELU2;
-    check_grad("leaky_relu(0.5)^2", &c, 60);
+    check_grad("leaky_relu(0.5)^2", &c, 2, 60);
     c = tiny(), c.model.activation = GK_ACT_SWIGLU;
-    check_grad("swiglu", &c, 60);
+    check_grad("swiglu", &c, 2, 60);
     c = tiny(), c.model.tie_embeddings = false, c.model.n_layer = 3;
-    check_grad("untied head, 3 layers (a decoder block without a skip)", &c, 60);
+    check_grad("untied head, 3 layers (a decoder block without a skip)", &c, 2, 60);
+
+    const gk_router routers[] = {GK_ROUTER_SIGMOID_BIAS, GK_ROUTER_SOFTMAX, GK_ROUTER_TOKEN};
+    const char *names[] = {"MoE 4+1 top-2, sigmoid_bias router", "MoE 4+1 top-2, softmax router",
+                           "MoE 4+1 top-1, token router"};
+    for (int i = 0; i < 3; i++) {
+        c = tiny();
+        c.moe.n_experts = 4, c.moe.n_shared = 1, c.moe.expert_hidden = 8;
+        c.moe.router = routers[i], c.moe.top_k = routers[i] == GK_ROUTER_TOKEN ? 1 : 2;
+        gk_config_check(&c, "moe");
+        /* 4 sequences, so that every expert of every layer gets tokens */
+        check_grad(names[i], &c, 4, 24);
+    }
     return tap_done();
 }
