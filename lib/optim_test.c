@@ -7,7 +7,7 @@
 #include "schedule.h"
 #include "tap.h"
 
-#include <cblas.h>
+#include <omp.h>
 
 /* The hand-made layout: tensor j has NAMES[j], SHAPES[j] and GROUPS[j]. The
  * last group is none of the four trained ones: a buffer. */
@@ -243,6 +243,27 @@ static void test_muon(void)
     ok(gk_optim_steps(o) == 3, "three steps counted");
     gk_optim_free(o);
 
+    /* Without nesterov the direction is the buffer: at the first step the
+     * gradient itself, where nesterov gives (1 + mu) g; NS5 of both is the
+     * same up to rounding, since it divides by the norm first. */
+    l.cfg.train.muon_nesterov = false;
+    o = gk_optim_new(&l);
+    float *u = malloc(96 * sizeof *u), *u2 = malloc(96 * sizeof *u2);
+    float *work = malloc((96 + gk_newton_schulz_work(8, 12)) * sizeof *work);
+    tap_seed(8);
+    fill_normal(g, l.numel, 1);
+    gk_optim_muon_update(o, 0, g, 0.9, u);
+    gk_optim_muon_update(o, 0, g, 0.9, u2); /* buf = 0.9 g + g = 1.9 g */
+    memcpy(work, g + l.params[1].offset, 96 * sizeof *g);
+    gk_newton_schulz(work, 8, 12, 5, work + 96);
+    double d = 0;
+    for (int i = 0; i < 96; i++)
+        d = fmax(d, fmax(fabs(u[i] - work[i]), fabs(u2[i] - work[i])));
+    ok(d < 1e-6, "nesterov off: the update is NS5 of the momentum buffer (max diff %.2g)", d);
+    free(u), free(u2), free(work);
+    gk_optim_free(o);
+    l.cfg.train.muon_nesterov = true;
+
     /* Decoupled weight decay: p (1 - lr wd) - lr u; a zero gradient makes u 0. */
     l.cfg.train.muon_weight_decay = 0.5;
     o = gk_optim_new(&l);
@@ -462,6 +483,40 @@ static void test_state(void)
     free(p1), free(p2), free(g);
 }
 
+/* Tensors large enough for the parallel loops and chunked sums: a step on 1
+ * thread and on 4 gives the same bytes (OpenBLAS keeps its own threads). */
+static void test_threads(void)
+{
+    static gk_param big[2];
+    gk_layout l;
+    memset(&l, 0, sizeof l);
+    gk_config_defaults(&l.cfg);
+    l.cfg.train.grad_clip_norm = 1;
+    l.n_params = 2;
+    l.params = big;
+    const int sh[2][2] = {{256, 512}, {1024, 96}};
+    for (int j = 0; j < 2; j++) {
+        memset(&big[j], 0, sizeof big[j]);
+        snprintf(big[j].name, sizeof big[j].name, "t%d", j);
+        big[j].ndim = 2, big[j].shape[0] = sh[j][0], big[j].shape[1] = sh[j][1];
+        big[j].offset = l.numel, big[j].numel = (size_t)sh[j][0] * sh[j][1];
+        big[j].group = j ? GK_GROUP_EMBED : GK_GROUP_MATRIX;
+        l.numel += big[j].numel;
+    }
+    float *p[2], *g = malloc(l.numel * sizeof *g);
+    for (int r = 0; r < 2; r++) {
+        omp_set_num_threads(r ? 4 : 1);
+        p[r] = malloc(l.numel * sizeof *p[r]);
+        tap_seed(7);
+        fill_normal(p[r], l.numel, 0.1);
+        gk_optim *o = gk_optim_new(&l);
+        run_steps(o, p[r], g, l.numel, 0, 2);
+        gk_optim_free(o);
+    }
+    ok(!memcmp(p[0], p[1], l.numel * sizeof *g), "1 and 4 OpenMP threads give the same bytes");
+    free(p[0]), free(p[1]), free(g);
+}
+
 int main(void)
 {
     test_newton_schulz();
@@ -470,5 +525,6 @@ int main(void)
     test_clip();
     test_schedule();
     test_state();
+    test_threads();
     return tap_done();
 }
