@@ -49,8 +49,11 @@ struct gk_optim {
     int *state_kind, *state_idx;
 };
 
-/* Whether the optimizer trains tensors of group G. Any group other than the
- * four of train_gpt.py's optimizers holds buffers that gradients never touch. */
+/* Whether the optimizer trains tensors of group G: the four groups of
+ * train_gpt.py's optimizers. Buffers (the router's load bias) are moved by
+ * their own rule, never by a gradient, and torch's clip_grad_norm_ sees only
+ * parameters, so they are neither stepped nor clipped. No default case: a new
+ * group must be placed here (-Wswitch says so). */
 static int is_trained(gk_param_group g)
 {
     switch (g) {
@@ -59,9 +62,10 @@ static int is_trained(gk_param_group g)
     case GK_GROUP_HEAD:
     case GK_GROUP_SCALAR:
         return 1;
-    default:
+    case GK_GROUP_BUFFER:
         return 0;
     }
+    return 0;
 }
 
 static double sumsq(const float *x, size_t n)

@@ -4,8 +4,8 @@
  * clipping of the gradient by its global norm.
  *
  * The optimizer walks the model's layout (model.h): every tensor's group says
- * how it is updated, and tensors of any other group (buffers that are not
- * trained) are left alone. Parameters and gradients are the model's single
+ * how it is updated; GK_GROUP_BUFFER tensors (not trained by gradient) are
+ * left alone by the step and by clipping. Parameters and gradients are the model's single
  * buffers of layout->numel floats.
  *
  * Muon (GK_GROUP_MATRIX, lr matrix_lr): Nesterov momentum buf = mu buf + g,

@@ -9,8 +9,7 @@
 
 #include <omp.h>
 
-/* The hand-made layout: tensor j has NAMES[j], SHAPES[j] and GROUPS[j]. The
- * last group is none of the four trained ones: a buffer. */
+/* The hand-made layout: tensor j has NAMES[j], SHAPES[j] and GROUPS[j]. */
 enum { NP = 6 };
 static const char *const names[NP] = {"tok_emb.weight", "blocks.0.attn.c_q.weight",
                                       "blocks.0.mlp.fc.weight", "blocks.0.attn_scale",
@@ -19,7 +18,7 @@ static const int shapes[NP][2] = {{6, 4}, {8, 12}, {12, 8}, {4, 1}, {3, 1}, {6, 
 static const int ndims[NP] = {2, 2, 2, 1, 1, 2};
 static const gk_param_group groups[NP] = {
     GK_GROUP_EMBED, GK_GROUP_MATRIX, GK_GROUP_MATRIX, GK_GROUP_SCALAR,
-    (gk_param_group)(GK_GROUP_SCALAR + 1), GK_GROUP_HEAD};
+    GK_GROUP_BUFFER, GK_GROUP_HEAD};
 
 static gk_param params_tab[NP];
 
