@@ -106,7 +106,8 @@ void gk_layout_init(gk_layout *l, const gk_config *c);
 void gk_layout_free(gk_layout *l);
 /* The tensor called NAME, or NULL. */
 const gk_param *gk_layout_find(const gk_layout *l, const char *name);
-/* The tensor of kind K (GK_BLK_*) of block B. */
+/* The tensor of kind K (GK_BLK_*) of block B; not GK_BLK_FC or
+ * GK_BLK_MLP_PROJ in a MoE model, which has none (see gk_layout.moe). */
 static inline const gk_param *gk_layout_block(const gk_layout *l, int b, int k)
 {
     return &l->params[l->blocks[b * GK_BLK_COUNT + k]];
