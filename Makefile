@@ -10,11 +10,12 @@
 CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
-ALLCFLAGS := -std=gnu11 $(WARN) -pthread -fopenmp -Ilib $(CFLAGS)
+GK_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+ALLCFLAGS := -std=gnu11 $(WARN) -pthread -fopenmp -Ilib -DGK_VERSION='"$(GK_VERSION)"' $(CFLAGS)
 ASANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDLIBS  := -lopenblas -lxxhash -ljq -lzstd -lm -pthread -fopenmp
 
-TOOLS   := tok-train tok-encode shard
+TOOLS   := tok-train tok-encode shard moe-train
 LIB_SRC := $(filter-out %_test.c,$(wildcard lib/*.c))
 LIB_HDR := $(wildcard lib/*.h)
 UNIT    := $(patsubst lib/%_test.c,%,$(wildcard lib/*_test.c))
@@ -80,7 +81,7 @@ SH_TESTS := $(wildcard cmd/*_test.sh testdata/*_test.sh)
 test: deps-check
 	$(MAKE) --no-print-directory all $(ASAN_BINS) $(UNIT_BINS) $(VENV)/ok
 	GK_BIN=$(CURDIR)/build/asan/bin GK_VENV=$(CURDIR)/$(VENV) \
-	ASAN_OPTIONS=detect_leaks=1 prove -j2 --exec '' $(UNIT_BINS) $(SH_TESTS)
+	ASAN_OPTIONS=detect_leaks=1 OMP_WAIT_POLICY=passive prove -j2 --exec '' $(UNIT_BINS) $(SH_TESTS)
 
 bench-tok: deps-check all
 	sh pipelines/bench-tok.sh

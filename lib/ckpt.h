@@ -1,0 +1,59 @@
+/* ckpt: moe-train's checkpoints, one safetensors file holding everything a
+ * run needs to go on exactly where it stopped.
+ *
+ * Tensors: every parameter under its state_dict name (router biases of MoE
+ * layers included: they are state too), and every optimizer state tensor
+ * ("optim.muon_buf.NAME", "optim.adam_m.NAME", "optim.adam_v.NAME"), all F32.
+ * Metadata (strings, man5/moe-ckpt.5):
+ *
+ *   golfkit.format   "moe-train checkpoint 1"
+ *   golfkit.config   the effective config as compact JSON
+ *   golfkit.version  the moe-train build that wrote it
+ *   golfkit.seed     the seed of the initial weights
+ *   golfkit.step     optimizer steps taken
+ *   golfkit.loader   the data position: "SHARD OFFSET"
+ *   golfkit.elapsed  training seconds so far; present only when the schedule
+ *                    runs on the wall clock (a step schedule never reads it,
+ *                    and leaving it out keeps resumed runs byte-identical)
+ *   golfkit.xxh64    the data checksum (lib/safetensors.h)
+ *
+ * safetensors.torch.load_file reads the weights as they are. */
+#ifndef GK_CKPT_H
+#define GK_CKPT_H
+
+#include "config.h"
+#include "loader.h"
+#include "model.h"
+#include "optim.h"
+
+#include <stdint.h>
+
+typedef struct {
+    uint64_t seed;
+    int64_t step;
+    double elapsed;      /* used only by wall-clock schedules */
+    gk_loader_pos pos;
+} gk_train_state;
+
+/* Write a checkpoint atomically (PATH.tmp, fsync, rename). O may be NULL (the
+ * initial weights, before any step: no optimizer state). */
+void gk_ckpt_save(const char *path, const gk_layout *l, const float *params,
+                  const gk_optim *o, const gk_train_state *s, const char *version);
+
+typedef struct gk_ckpt gk_ckpt;
+
+/* Load and verify PATH (checksum, format, config, every number in the
+ * metadata); dies naming the file and the field. */
+gk_ckpt *gk_ckpt_open(const char *path);
+/* The config it was written with (checked). */
+const gk_config *gk_ckpt_config(const gk_ckpt *c);
+gk_train_state gk_ckpt_state(const gk_ckpt *c);
+/* Fill params [l->numel] from the checkpoint; every tensor of L must be there
+ * with its shape. */
+void gk_ckpt_read_params(const gk_ckpt *c, const gk_layout *l, float *params);
+/* Restore the optimizer's state tensors and step count; dies when the
+ * checkpoint holds none (the initial weights) unless its step is 0. */
+void gk_ckpt_read_optim(const gk_ckpt *c, gk_optim *o);
+void gk_ckpt_close(gk_ckpt *c);
+
+#endif
