@@ -81,7 +81,7 @@ SH_TESTS := $(wildcard cmd/*_test.sh testdata/*_test.sh)
 test: deps-check
 	$(MAKE) --no-print-directory all $(ASAN_BINS) $(UNIT_BINS) $(VENV)/ok
 	GK_BIN=$(CURDIR)/build/asan/bin GK_VENV=$(CURDIR)/$(VENV) \
-	ASAN_OPTIONS=detect_leaks=1 OMP_WAIT_POLICY=passive prove -j2 --exec '' $(UNIT_BINS) $(SH_TESTS)
+	ASAN_OPTIONS=detect_leaks=1 prove -j2 --exec '' $(UNIT_BINS) $(SH_TESTS)
 
 bench-tok: deps-check all
 	sh pipelines/bench-tok.sh
