@@ -4,6 +4,7 @@
 #   make test       sanitizer build + every test through prove (TAP)
 #   make deps       install the Debian packages the build and tests need (root)
 #   make bench-tok  tok-train/tok-encode against sentencepiece on GCIDE
+#   make bench-train-cpu  moe-train's CPU rate against this machine's sgemm
 #
 # Objects go to build/rel (bin/) and build/asan (build/asan/bin, the tests).
 
@@ -11,9 +12,13 @@ CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 GK_VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
-ALLCFLAGS := -std=gnu11 $(WARN) -pthread -fopenmp -Ilib -DGK_VERSION='"$(GK_VERSION)"' $(CFLAGS)
+ALLCFLAGS := -std=gnu11 $(WARN) -pthread -fopenmp -I/usr/include/x86_64-linux-gnu/openblas-openmp -Ilib -DGK_VERSION='"$(GK_VERSION)"' $(CFLAGS)
 ASANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDLIBS  := -lopenblas -lxxhash -ljq -lzstd -lm -pthread -fopenmp
+# OpenBLAS's OpenMP build, named by path: it shares our OpenMP threads (the
+# pthread build runs a second pool that spins against ours) and runs
+# single-threaded inside our parallel regions.
+BLAS    := /usr/lib/x86_64-linux-gnu/openblas-openmp
+LDLIBS  := -L$(BLAS) -Wl,-rpath,$(BLAS) -lopenblas -lxxhash -ljq -lzstd -lm -pthread -fopenmp
 
 TOOLS   := tok-train tok-encode shard moe-train
 LIB_SRC := $(filter-out %_test.c,$(wildcard lib/*.c))
@@ -27,11 +32,11 @@ ASAN_BINS := $(addprefix build/asan/bin/,$(TOOLS))
 UNIT_BINS := $(addprefix build/asan/test/,$(UNIT))
 
 # Debian packages: the build, the tests, the benchmark and the default corpus.
-DEB_PKGS := build-essential libzstd-dev libxxhash-dev libopenblas-dev libjq-dev jq zstd \
+DEB_PKGS := build-essential libzstd-dev libxxhash-dev libopenblas-openmp-dev libjq-dev jq zstd \
             sentencepiece dict-gcide python3 python3-venv perl time
 # What each package leaves behind that we can test for, in the same order.
 DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
-              /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h /usr/include/jv.h \
+              /usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h /usr/include/jv.h \
               /usr/bin/jq /usr/bin/zstd /usr/bin/spm_train /usr/share/dictd/gcide.dict.dz \
               /usr/bin/python3 /usr/share/doc/python3-venv \
               /usr/bin/prove /usr/bin/time
@@ -39,7 +44,7 @@ DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
 VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
 
-.PHONY: all test deps deps-check bench-tok clean lint
+.PHONY: all test deps deps-check bench-tok bench-train-cpu clean lint
 # Keep the objects: they are intermediates of pattern rules, which make would delete.
 .SECONDARY:
 all: $(BINS)
@@ -85,6 +90,9 @@ test: deps-check
 
 bench-tok: deps-check all
 	sh pipelines/bench-tok.sh
+
+bench-train-cpu: deps-check all
+	sh pipelines/bench-train-cpu.sh
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \

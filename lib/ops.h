@@ -88,7 +88,9 @@ void gk_rope_bwd_f32(float *dx, const float *dy, const float *cos, const float *
  * q.k / sqrt(D), token t sees tokens 0..t of its sequence. out [B,T,H,D];
  * lse [B,T,H] receives each row's log-sum-exp of the scaled scores, which is
  * all the backward needs to rebuild the probabilities (no [T,T] matrix is
- * kept; NULL when there is no backward). Threads split (b, h).
+ * kept between the passes; NULL when there is no backward). Computed as
+ * matrix products per (b, h) with a T x T scratch per thread; threads split
+ * (b, h).
  * Backward: dq [B,T,H,D], dk, dv [B,T,KV,D] += the gradients, rebuilt from
  * dout, the forward's out and lse, and q, k, v; threads split (b, kv head),
  * so every element of dk and dv has one writer. */
