@@ -224,8 +224,11 @@ def main():
 
     for step in range(args.steps):
         scale = lr_scale(step, t)
+        # Zero tensors, not None: an expert that no token reached has a zero
+        # gradient, and its momentum and Adam moments still move, as in
+        # moe-train (torch's optimizers would skip a None gradient entirely).
         for p in params:
-            p.grad = None
+            p.grad = torch.zeros_like(p)
         total = 0.0
         for _ in range(t.grad_accum):
             x, y = next_batch(stream, per_micro, cfg.model.seq_len, device)
