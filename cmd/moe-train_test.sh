@@ -73,6 +73,12 @@ ok "the resumed log continues at step 4" jq -e -s '[.[] | select(.train_loss)][0
 ok "--print-config prints every section" sh -c \
     "'$bin/moe-train' -c '$tmp/tiny.json' --set model.n_layer=4 --print-config | jq -e '.model.n_layer == 4 and .moe and .train'"
 
+# The man page's table of keys and defaults is the program's, key for key.
+"$bin/moe-train" --print-config |
+    jq -r 'to_entries[] | .key as $s | .value | to_entries[] | "\($s).\(.key)\t\(.value)"' > "$tmp/keys"
+sed -n '/^\.TS/,/^\.TE/p' "$top/man/man1/moe-train.1" | sed '1,2d;$d' > "$tmp/man_keys"
+ok "moe-train(1) lists every config key with its current default" cmp "$tmp/keys" "$tmp/man_keys"
+
 fails() { # fails DESCRIPTION PATTERN COMMAND...: exit 1 and one line matching PATTERN
     desc=$1 pat=$2; shift 2
     "$@" > /dev/null 2> "$tmp/err"
