@@ -18,7 +18,7 @@ ASANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 # pthread build runs a second pool that spins against ours) and runs
 # single-threaded inside our parallel regions.
 BLAS    := /usr/lib/x86_64-linux-gnu/openblas-openmp
-LDLIBS  := -L$(BLAS) -Wl,-rpath,$(BLAS) -lopenblas -lxxhash -ljq -lzstd -lm -pthread -fopenmp
+LDLIBS  := -L$(BLAS) -Wl,-rpath,$(BLAS) -lopenblas -lxxhash -ljq -lzstd -llzma -lm -pthread -fopenmp
 
 TOOLS   := tok-train tok-encode shard moe-train
 LIB_SRC := $(filter-out %_test.c,$(wildcard lib/*.c))
@@ -33,13 +33,13 @@ UNIT_BINS := $(addprefix build/asan/test/,$(UNIT))
 
 # Debian packages: the build, the tests, the benchmark and the default corpus.
 DEB_PKGS := build-essential libzstd-dev libxxhash-dev libopenblas-openmp-dev libjq-dev jq zstd \
-            sentencepiece dict-gcide python3 python3-venv perl time
+            sentencepiece dict-gcide python3 python3-venv perl time liblzma-dev xz-utils gnuplot-nox
 # What each package leaves behind that we can test for, in the same order.
 DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
               /usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h /usr/include/jv.h \
               /usr/bin/jq /usr/bin/zstd /usr/bin/spm_train /usr/share/dictd/gcide.dict.dz \
               /usr/bin/python3 /usr/share/doc/python3-venv \
-              /usr/bin/prove /usr/bin/time
+              /usr/bin/prove /usr/bin/time /usr/include/lzma.h /usr/bin/xz /usr/bin/gnuplot
 
 VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
