@@ -141,6 +141,24 @@ double gk_model_forward_f32(gk_model_f32 *m, const float *params, const int *tok
 double gk_model_forward_f64(gk_model_f64 *m, const double *params, const int *tokens,
                             const int *targets);
 
+/* The same forward, also writing each position's cross-entropy (nats) to
+ * losses [B*T] (NULL: none), for sliding-window evaluation. */
+double gk_model_forward_rows_f32(gk_model_f32 *m, const float *params, const int *tokens,
+                                 const int *targets, double *losses);
+double gk_model_forward_rows_f64(gk_model_f64 *m, const double *params, const int *tokens,
+                                 const int *targets, double *losses);
+
+/* The [B*T, *cols] rows that tensor J (an index into l->params) multiplied in
+ * the last forward, for GPTQ's calibration Hessian: the attention norm output
+ * for c_q, c_k, c_v; the attention output for attn.proj; the MLP norm output
+ * for mlp.fc; the activation for mlp.proj; the final norm output for the head
+ * (tok_emb when tied). NULL for vectors, buffers and expert matrices (the
+ * mixture gathers their rows internally). Valid until the next forward. */
+const float *gk_model_matrix_input_f32(const gk_model_f32 *m, const gk_layout *l, int j,
+                                       int *cols);
+const double *gk_model_matrix_input_f64(const gk_model_f64 *m, const gk_layout *l, int j,
+                                        int *cols);
+
 /* Backward pass of the last forward: grads [l->numel] += dloss * d(loss)/d(params)
  * (dloss = 1 / grad_accum gives train_gpt.py's scaled micro-batch loss). The
  * caller zeroes grads once per step, so micro-batches accumulate. params,

@@ -192,8 +192,8 @@ static int OP(skip_source)(const MODEL *m, int b)
     return i >= 0 && i < m->l->n_skip ? m->l->n_enc - 1 - i : -1;
 }
 
-double OP(gk_model_forward)(MODEL *m, const REAL *params, const int *tokens,
-                            const int *targets)
+double OP(gk_model_forward_rows)(MODEL *m, const REAL *params, const int *tokens,
+                                 const int *targets, double *losses)
 {
     const gk_layout *l = m->l;
     int N = m->N, C = m->C, L = l->cfg.model.n_layer;
@@ -223,7 +223,38 @@ double OP(gk_model_forward)(MODEL *m, const REAL *params, const int *tokens,
     OP(gk_rmsnorm_fwd)(m->xf, m->rstdf, x, N, C, GK_RMSNORM_EPS);
     const REAL *head = l->lm_head >= 0 ? params + l->params[l->lm_head].offset : wte;
     OP(gk_linear_fwd)(m->logits, m->xf, head, NULL, N, C, m->V);
-    return OP(gk_softcap_ce)(NULL, NULL, m->logits, targets, N, m->V, m->cap, 1);
+    return OP(gk_softcap_ce)(NULL, losses, m->logits, targets, N, m->V, m->cap, 1);
+}
+
+double OP(gk_model_forward)(MODEL *m, const REAL *params, const int *tokens,
+                            const int *targets)
+{
+    return OP(gk_model_forward_rows)(m, params, tokens, targets, NULL);
+}
+
+const REAL *OP(gk_model_matrix_input)(const MODEL *m, const gk_layout *l, int j, int *cols)
+{
+    const gk_param *p = &l->params[j];
+    if (p->ndim != 2 || p->group == GK_GROUP_BUFFER)
+        return NULL;
+    if (j == l->lm_head || (j == l->tok_emb && l->lm_head < 0)) {
+        *cols = m->C;
+        return m->xf; /* the head multiplies the final norm's output */
+    }
+    for (int b = 0; b < l->cfg.model.n_layer; b++) {
+        const int *k = &l->blocks[b * GK_BLK_COUNT];
+        const OP(block_acts) *a = &m->blk[b];
+        *cols = p->shape[1];
+        if (j == k[GK_BLK_C_Q] || j == k[GK_BLK_C_K] || j == k[GK_BLK_C_V])
+            return a->ln1;
+        if (j == k[GK_BLK_ATTN_PROJ])
+            return a->att;
+        if (j >= 0 && j == k[GK_BLK_FC])
+            return a->ln2;
+        if (j >= 0 && j == k[GK_BLK_MLP_PROJ])
+            return a->hact;
+    }
+    return NULL; /* experts see gathered rows inside the mixture */
 }
 
 /* ---- backward ------------------------------------------------------------------ */

@@ -203,6 +203,22 @@ static void initial_loss(void)
     gk_model_f32 *m = gk_model_new_f32(&l, B, T);
     double loss = gk_model_forward_f32(m, p, tok, tgt);
     ok(fabs(loss - log(1024)) < 0.01, "initial loss %.5f ~ ln(1024) = %.5f", loss, log(1024));
+    double *rows = gk_malloc((size_t)N * sizeof *rows), mean = 0;
+    double again = gk_model_forward_rows_f32(m, p, tok, tgt, rows);
+    for (int i = 0; i < N; i++)
+        mean += rows[i] / N;
+    ok(again == loss && fabs(mean - loss) < 1e-9 * loss,
+       "per-position losses average to the forward's loss (%.9f vs %.9f)", mean, loss);
+    int cols = 0, cq = l.blocks[0 * GK_BLK_COUNT + GK_BLK_C_Q];
+    const float *in = gk_model_matrix_input_f32(m, &l, cq, &cols);
+    double ss = 0; /* the attention norm's output has unit RMS per row */
+    for (int i = 0; in && i < cols; i++)
+        ss += (double)in[i] * in[i];
+    ok(in && cols == c.model.d_model && fabs(ss / cols - 1) < 1e-3 &&
+           !gk_model_matrix_input_f32(m, &l, l.blocks[GK_BLK_Q_GAIN], &cols),
+       "c_q's calibration input is the RMS-normed rows (mean square %.6f); vectors have none",
+       ss / (cols ? cols : 1));
+    free(rows);
     gk_model_free_f32(m);
     free(p);
     gk_layout_free(&l);
