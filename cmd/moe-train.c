@@ -8,7 +8,8 @@
  * load. Validation runs every val_every steps and at the end; checkpoints are
  * written every ckpt_every steps and at the end, each atomically. A resumed run
  * continues bit for bit: the checkpoint holds the weights, the optimizer state,
- * the step and the data position. */
+ * the step and the data position (and the EMA of the weights, when
+ * train.ema_decay > 0, so that too continues bit for bit). */
 #include "ckpt.h"
 #include "config.h"
 #include "io.h"
@@ -175,6 +176,22 @@ static FILE *open_log(const char *path)
     gk_die("%s: cannot create the log: %s", path, strerror(errno));
 }
 
+/* ema = decay * ema + (1 - decay) * params over the trained tensors, in
+ * float32 as the weights are (a double average would double its memory and
+ * buy nothing moe-quant keeps). Buffers are state, not weights: moe-avg takes
+ * them from the parameters. */
+static void ema_update(const gk_layout *l, float *ema, const float *params, double decay)
+{
+    float d = (float)decay, e = 1.0f - d;
+    for (int i = 0; i < l->n_params; i++) {
+        const gk_param *p = &l->params[i];
+        if (p->group == GK_GROUP_BUFFER)
+            continue;
+        for (size_t j = p->offset; j < p->offset + p->numel; j++)
+            ema[j] = d * ema[j] + e * params[j];
+    }
+}
+
 static jv loads_jv(const gk_layout *l, const int64_t *load)
 {
     int E = l->cfg.moe.n_experts;
@@ -215,14 +232,19 @@ int main(int argc, char **argv)
     float *params = gk_malloc(l.numel * sizeof *params);
     float *grads = gk_malloc(l.numel * sizeof *grads);
     gk_optim *opt = gk_optim_new(&l);
+    float *ema = cfg.train.ema_decay > 0 ? gk_malloc(l.numel * sizeof *ema) : NULL;
     gk_train_state ts = {.seed = (uint64_t)cfg.train.seed};
     if (ck) {
         ts = gk_ckpt_state(ck);
         gk_ckpt_read_params(ck, &l, params);
         gk_ckpt_read_optim(ck, opt);
+        if (ema)
+            gk_ckpt_read_ema(ck, &l, ema);
         gk_ckpt_close(ck);
     } else {
         gk_model_init_params(&l, params, ts.seed);
+        if (ema)
+            memcpy(ema, params, l.numel * sizeof *ema);
     }
     gk_tok *tok = o.tokenizer ? gk_tok_load(o.tokenizer) : NULL;
     if (tok && tok->vocab != (uint32_t)cfg.model.vocab)
@@ -257,7 +279,7 @@ int main(int argc, char **argv)
     gk_emit(logfp, start);
     if (o.save_init && !ck) {
         ckpt_path(path, sizeof path, o.out, 0);
-        gk_ckpt_save(path, &l, params, NULL, &ts, GK_VERSION);
+        gk_ckpt_save_ex(path, &l, params, ema, NULL, &ts, GK_VERSION, NULL);
     }
 
     int64_t last = cfg.train.steps;
@@ -300,6 +322,8 @@ int main(int argc, char **argv)
         gk_optim_step(opt, params, grads, scale);
         if (load)
             gk_moe_router_update(&l, params, load, cfg.moe.bias_update_rate);
+        if (ema)
+            ema_update(&l, ema, params, cfg.train.ema_decay);
         ts.step++;
         ts.elapsed = gk_now() - t0;
         ts.pos = gk_loader_tell(ld);
@@ -320,7 +344,7 @@ int main(int argc, char **argv)
         }
         if (cfg.train.ckpt_every > 0 && ts.step % cfg.train.ckpt_every == 0 && ts.step < last) {
             ckpt_path(path, sizeof path, o.out, ts.step);
-            gk_ckpt_save(path, &l, params, opt, &ts, GK_VERSION);
+            gk_ckpt_save_ex(path, &l, params, ema, opt, &ts, GK_VERSION, NULL);
             snprintf(last_ckpt_buf, sizeof last_ckpt_buf, "%s", path);
             last_ckpt = last_ckpt_buf;
         }
@@ -339,7 +363,7 @@ int main(int argc, char **argv)
         gk_emit(logfp, v);
     }
     ckpt_path(path, sizeof path, o.out, -1);
-    gk_ckpt_save(path, &l, params, opt, &ts, GK_VERSION);
+    gk_ckpt_save_ex(path, &l, params, ema, opt, &ts, GK_VERSION, NULL);
     jv end = jv_object();
     end = jv_object_set(end, jv_string("event"), jv_string("end"));
     end = jv_object_set(end, jv_string("step"), jv_number((double)ts.step));
@@ -355,6 +379,7 @@ int main(int argc, char **argv)
     gk_optim_free(opt);
     gk_layout_free(&l);
     free(params);
+    free(ema);
     free(grads);
     free(o.sets);
     free(o.train);

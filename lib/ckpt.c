@@ -20,12 +20,31 @@ static void add_f32(gk_st_writer *w, const char *name, const gk_param *p, const 
     gk_st_add(w, name, GK_ST_F32, p->ndim, shape, data);
 }
 
+/* "ema.NAME" into BUF of size N. */
+static const char *ema_name(char *buf, size_t n, const gk_param *p)
+{
+    snprintf(buf, n, "ema.%s", p->name);
+    return buf;
+}
+
 void gk_ckpt_save(const char *path, const gk_layout *l, const float *params,
                   const gk_optim *o, const gk_train_state *s, const char *version)
+{
+    gk_ckpt_save_ex(path, l, params, NULL, o, s, version, NULL);
+}
+
+void gk_ckpt_save_ex(const char *path, const gk_layout *l, const float *params,
+                     const float *ema, const gk_optim *o, const gk_train_state *s,
+                     const char *version, const char *avg)
 {
     gk_st_writer *w = gk_st_writer_new();
     for (int i = 0; i < l->n_params; i++)
         add_f32(w, l->params[i].name, &l->params[i], params + l->params[i].offset);
+    char name[64];
+    for (int i = 0; ema && i < l->n_params; i++)
+        if (l->params[i].group != GK_GROUP_BUFFER)
+            add_f32(w, ema_name(name, sizeof name, &l->params[i]), &l->params[i],
+                    ema + l->params[i].offset);
     for (int i = 0; o && i < gk_optim_state_count(o); i++) {
         gk_optim_state st = gk_optim_state_get(o, i);
         add_f32(w, st.name, st.param, st.data);
@@ -46,6 +65,8 @@ void gk_ckpt_save(const char *path, const gk_layout *l, const float *params,
         snprintf(buf, sizeof buf, "%.17g", s->elapsed);
         gk_st_set_meta(w, "golfkit.elapsed", buf);
     }
+    if (avg)
+        gk_st_set_meta(w, "golfkit.avg", avg);
     gk_st_write(w, path);
     gk_st_writer_free(w);
     jv_free(cfg_text);
@@ -137,6 +158,27 @@ void gk_ckpt_read_optim(const gk_ckpt *c, gk_optim *o)
         read_tensor(c->st, st.name, st.param, st.data);
     }
     gk_optim_set_steps(o, c->s.step);
+}
+
+int gk_ckpt_has_ema(const gk_ckpt *c, const gk_layout *l)
+{
+    char name[64];
+    for (int i = 0; i < l->n_params; i++)
+        if (l->params[i].group != GK_GROUP_BUFFER)
+            return gk_st_find(c->st, ema_name(name, sizeof name, &l->params[i])) != NULL;
+    return 0;
+}
+
+void gk_ckpt_read_ema(const gk_ckpt *c, const gk_layout *l, float *ema)
+{
+    gk_ckpt_read_params(c, l, ema);
+    if (c->s.step == 0 && !gk_ckpt_has_ema(c, l))
+        return; /* the initial weights: the average starts as them */
+    char name[64];
+    for (int i = 0; i < l->n_params; i++)
+        if (l->params[i].group != GK_GROUP_BUFFER)
+            read_tensor(c->st, ema_name(name, sizeof name, &l->params[i]), &l->params[i],
+                        ema + l->params[i].offset);
 }
 
 void gk_ckpt_close(gk_ckpt *c)

@@ -115,6 +115,7 @@ static const key keys[] = {
     NUM(train, val_tokens, 0, 0, TOKENS_MAX, 0),         /* train_gpt.py: always the whole val split */
     NUM(train, log_every, 200, 0, TOKENS_MAX, 0),        /* train_gpt.py train_log_every */
     NUM(train, ckpt_every, 0, 0, TOKENS_MAX, 0),         /* train_gpt.py saves only at the end */
+    NUM(train, ema_decay, 0, 0, 1, HI_OPEN),             /* not in train_gpt.py; 0: no EMA (moe-avg --ema) */
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 

@@ -99,6 +99,7 @@ typedef struct {
         int64_t seed;
         int64_t val_every, val_batch_tokens, val_tokens;
         int64_t log_every, ckpt_every;
+        double ema_decay; /* 0: off; else the float32 EMA of the weights, saved as ema.NAME */
     } train;
 } gk_config;
 
