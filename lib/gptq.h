@@ -21,7 +21,8 @@ typedef struct {
     int act_order; /* quantize columns in order of decreasing H diagonal */
 } gk_gptq_opts;
 
-/* H [cols, cols] += 2 X^T X for the n rows of X [n, cols]. */
+/* H [cols, cols] += 2 X^T X for the n rows of X [n, cols]; only the upper
+ * triangle (row <= column) is updated, and gk_gptq reads only that. */
 void gk_gptq_accumulate(double *h, const float *x, int n, int cols);
 
 /* Quantize W [rows, cols] into q with the given float16 scales (from

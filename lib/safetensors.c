@@ -396,15 +396,39 @@ static void check_cover(gk_st *st)
              (unsigned long long)(st->data_off + pos), (unsigned long long)(st->data_len - pos));
 }
 
-gk_st *gk_st_load(const char *path)
+/* A reader with nothing loaded yet, named NAME in messages. */
+static gk_st *st_new(const char *name)
 {
     gk_st *st = gk_calloc(1, sizeof *st);
     st->header = jv_null();
     for (int i = 0; i < NTMP; i++)
         st->tmp[i] = jv_null();
-    st->path = gk_strdup(strcmp(path, "-") == 0 ? "stdin" : path);
-    st->file = gk_read_file(path, &st->size);
+    st->path = gk_strdup(name);
+    return st;
+}
 
+static gk_st *st_parse(gk_st *st);
+
+gk_st *gk_st_load(const char *path)
+{
+    gk_st *st = st_new(strcmp(path, "-") == 0 ? "stdin" : path);
+    st->file = gk_read_file(path, &st->size);
+    return st_parse(st);
+}
+
+gk_st *gk_st_load_mem(const unsigned char *p, size_t n, const char *name)
+{
+    gk_st *st = st_new(name);
+    st->file = gk_malloc(n ? n : 1);
+    if (n)
+        memcpy(st->file, p, n);
+    st->size = n;
+    return st_parse(st);
+}
+
+/* Verify and index the bytes in st->file (gk_st_load's checks). */
+static gk_st *st_parse(gk_st *st)
+{
     if (st->size < 8)
         fail(st, "offset 0: expected an 8-byte header length, found a file of %zu bytes",
              st->size);

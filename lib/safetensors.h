@@ -83,6 +83,9 @@ typedef struct gk_st gk_st;
  * fields in a tensor entry are ignored, as the reference reader does. Dies on
  * the first defect; frees everything it allocated before dying. */
 gk_st *gk_st_load(const char *path);
+/* The same checks on N bytes at P (a file held in memory, e.g. inside a
+ * .pack), copied; NAME stands for the path in messages and gk_st_path. */
+gk_st *gk_st_load_mem(const unsigned char *p, size_t n, const char *name);
 void gk_st_free(gk_st *st);
 
 /* The path as given to gk_st_load ("stdin" for "-"). */
