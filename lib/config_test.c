@@ -111,8 +111,9 @@ static void test_defaults(void)
        c.train.adam_weight_decay == 0 && c.train.grad_clip_norm == 0,
        "Adam: betas 0.9, 0.95, eps 1e-8, no decay; no clipping");
     ok(c.train.seed == 1337 && c.train.val_every == 1000 && c.train.val_batch_tokens == 524288 &&
-       c.train.val_tokens == 0 && c.train.log_every == 200 && c.train.ckpt_every == 0,
-       "seed 1337, val every 1000 (524288-token batches, whole split), log every 200");
+       c.train.val_tokens == 0 && c.train.log_every == 200 && c.train.ckpt_every == 0 &&
+       c.train.ema_decay == 0,
+       "seed 1337, val every 1000 (524288-token batches, whole split), log every 200, no EMA");
 
     gk_config e;
     gk_config_defaults(&e);
@@ -289,7 +290,7 @@ static void test_round_trip(void)
     jv o = gk_config_to_jv(&c);
     ok(jv_equal(jv_keys_unsorted(jv_copy(o)), jv_parse("[\"model\", \"moe\", \"train\"]")),
        "sections in the order model, moe, train");
-    ok(count_keys(o) == 53, "53 keys in all (15 model, 6 moe, 32 train)");
+    ok(count_keys(o) == 54, "54 keys in all (15 model, 6 moe, 33 train)");
     char *text = gk_config_to_json(&c);
     ok(strncmp(text, "{\n  \"model\": {\n    \"vocab\": 1024,\n", 34) == 0 &&
        text[strlen(text) - 1] == '\n' && strstr(text, "\"adam_eps\": 1e-08,"),
