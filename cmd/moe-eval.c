@@ -1,0 +1,280 @@
+/* moe-eval: val_loss and val_bpb of a trained model over validation shards,
+ * as one JSON line.
+ *
+ * By default the pass is train_gpt.py's eval_val, the number a parameter-golf
+ * record reports and the one moe-train logs: the val tokens cut to whole
+ * sequences of the model's seq_len, scored as contiguous non-overlapping
+ * sequences (lib/loader.h's gk_val_run, with moe-train's batches, so the two
+ * agree to the last bit). --stride S --context T is the sliding-window pass
+ * of lib/evalwin.h over the same targets: each scored once, most of them with
+ * T - S or more tokens of context instead of 0..seq_len-1.
+ *
+ * The model is a moe-train or moe-avg checkpoint or a moe-quant .qst, told by
+ * its content (both are safetensors files; golfkit.format says which), not by
+ * its name. A .qst is dequantized to the float parameters and evaluated by the
+ * same code, so its val_bpb next to the checkpoint's is the quantization tax.
+ * Artifacts (.pack) are refused with a one-line error until lib/pack has a
+ * reader. */
+#include "ckpt.h"
+#include "config.h"
+#include "evalwin.h"
+#include "io.h"
+#include "jsonl.h"
+#include "loader.h"
+#include "model.h"
+#include "progress.h"
+#include "qst.h"
+#include "safetensors.h"
+#include "tok.h"
+#include "util.h"
+
+#include <cblas.h>
+#include <getopt.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* golfkit.format of the files we can tell apart (ckpt.h, qst.h). */
+#define CKPT_FORMAT "moe-train checkpoint 1"
+#define QST_FORMAT "qst 1"
+
+static void usage(void)
+{
+    printf("usage: moe-eval [options] MODEL --val GLOB\n"
+           "\n"
+           "  MODEL                 a moe-train or moe-avg checkpoint, or a moe-quant .qst\n"
+           "      --val GLOB        validation shards (repeatable)\n"
+           "  -t, --tokenizer TOK   the .tok of the shards, for val_bpb (else null)\n"
+           "      --stride S        sliding-window evaluation: S new targets per window\n"
+           "      --context T       window length, S <= T <= seq_len (default: seq_len)\n"
+           "      --max-tokens N    only the first N targets (cut to whole sequences)\n"
+           "      --batch-tokens N  tokens per forward (default: train.val_batch_tokens /\n"
+           "                        train.grad_accum of the model's config)\n"
+           "      --threads N       OpenMP and OpenBLAS threads (default: number of CPUs)\n"
+           "      --progress        show progress even when stderr is not a terminal\n"
+           "  -q, --quiet           no progress\n"
+           "  -h, --help            this help\n"
+           "\n"
+           "See moe-eval(1).\n");
+    exit(0);
+}
+
+typedef struct {
+    const char *model, *tokenizer;
+    char **val;
+    int nval, threads, stride, context;
+    int64_t max_tokens, batch_tokens;
+} options;
+
+static void parse_args(int argc, char **argv, options *o)
+{
+    enum { O_VAL = 256, O_STRIDE, O_CONTEXT, O_MAX, O_BATCH, O_THREADS, O_PROGRESS };
+    static const struct option opts[] = {
+        {"val", required_argument, 0, O_VAL},         {"tokenizer", required_argument, 0, 't'},
+        {"stride", required_argument, 0, O_STRIDE},   {"context", required_argument, 0, O_CONTEXT},
+        {"max-tokens", required_argument, 0, O_MAX},  {"batch-tokens", required_argument, 0, O_BATCH},
+        {"threads", required_argument, 0, O_THREADS}, {"progress", no_argument, 0, O_PROGRESS},
+        {"quiet", no_argument, 0, 'q'},               {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int ch;
+    *o = (options){.threads = gk_ncpu()};
+    while ((ch = getopt_long(argc, argv, "t:qh", opts, NULL)) != -1) {
+        switch (ch) {
+        case O_VAL:
+            o->val = gk_realloc(o->val, (size_t)(o->nval + 1) * sizeof *o->val);
+            o->val[o->nval++] = optarg;
+            break;
+        case 't': o->tokenizer = optarg; break;
+        case O_STRIDE: o->stride = (int)gk_parse_int("--stride", optarg, 1, INT32_MAX); break;
+        case O_CONTEXT: o->context = (int)gk_parse_int("--context", optarg, 1, INT32_MAX); break;
+        case O_MAX: o->max_tokens = gk_parse_int("--max-tokens", optarg, 1, INT64_MAX); break;
+        case O_BATCH:
+            o->batch_tokens = gk_parse_int("--batch-tokens", optarg, 1, INT32_MAX);
+            break;
+        case O_THREADS: o->threads = (int)gk_parse_int("--threads", optarg, 1, 1024); break;
+        case O_PROGRESS: gk_progress_force(1); break;
+        case 'q': gk_progress_force(-1); break;
+        case 'h': usage(); break;
+        default: gk_usage("unknown option");
+        }
+    }
+    if (optind != argc - 1)
+        gk_usage("expected one MODEL, found %d", argc - optind);
+    o->model = argv[optind];
+    if (!o->nval)
+        gk_usage("expected validation shards (--val GLOB), found none");
+    if (o->context && !o->stride)
+        gk_usage("--context: expected it with --stride, found it alone");
+}
+
+/* The golfkit.format of PATH when it is a safetensors file (1), as far as its
+ * header tells (FMT stays "" without one); 0 for any other bytes. Only a sniff:
+ * the reader chosen by it verifies the whole file. */
+static int sniff(const char *path, char *fmt, size_t cap)
+{
+    fmt[0] = 0;
+    gk_in *in = gk_in_open(path);
+    unsigned char h[8];
+    int64_t size = gk_in_size(in);
+    int st = 0;
+    if (gk_in_read(in, h, 8) == 8) {
+        uint64_t n = gk_get64(h);
+        if (n >= 2 && n <= GK_ST_MAX_HEADER && (size < 0 || n <= (uint64_t)size - 8)) {
+            char *json = gk_malloc(n);
+            if (gk_in_read(in, json, n) == n && json[0] == '{') {
+                jv hdr = jv_parse_sized(json, (int)n);
+                st = jv_get_kind(hdr) == JV_KIND_OBJECT;
+                if (st) {
+                    jv meta = jv_object_get(hdr, jv_string("__metadata__"));
+                    if (jv_get_kind(meta) == JV_KIND_OBJECT) {
+                        jv f = jv_object_get(meta, jv_string("golfkit.format"));
+                        if (jv_get_kind(f) == JV_KIND_STRING)
+                            snprintf(fmt, cap, "%s", jv_string_value(f));
+                        jv_free(f);
+                    } else {
+                        jv_free(meta);
+                    }
+                } else {
+                    jv_free(hdr);
+                }
+            }
+            free(json);
+        }
+    }
+    gk_in_close(in);
+    return st;
+}
+
+/* gk_val_run's forward: the CPU model (as gk_val_run_cpu's, so the losses are
+ * moe-train's bit for bit), one model object per batch shape, and the
+ * progress meter after each batch. */
+typedef struct {
+    const gk_layout *l;
+    const float *params;
+    gk_model_f32 *m;
+    int B;
+    gk_progress *pg;
+    uint64_t done;
+} flat_ctx;
+
+static double flat_forward(void *ctx, int B, int T, const int *tokens, const int *targets)
+{
+    flat_ctx *c = ctx;
+    if (c->m && c->B != B) {
+        gk_model_free_f32(c->m);
+        c->m = NULL;
+    }
+    if (!c->m) {
+        c->m = gk_model_new_f32(c->l, B, T);
+        c->B = B;
+    }
+    double loss = gk_model_forward_f32(c->m, c->params, tokens, targets);
+    c->done += (uint64_t)B * (uint64_t)T;
+    gk_progress_update(c->pg, c->done);
+    return loss;
+}
+
+static void window_progress(void *ctx, int64_t done)
+{
+    gk_progress_update(ctx, (uint64_t)done);
+}
+
+int main(int argc, char **argv)
+{
+    gk_set_prog(argv[0]);
+    options o;
+    parse_args(argc, argv, &o);
+
+    char fmt[64];
+    if (!sniff(o.model, fmt, sizeof fmt))
+        gk_die("%s: offset 0: expected a moe-train checkpoint or a .qst (safetensors), found "
+               "other bytes (.pack support needs lib/pack)", o.model);
+    int is_qst = strcmp(fmt, QST_FORMAT) == 0;
+    gk_config cfg;
+    gk_layout l;
+    float *params;
+    if (is_qst) {
+        gk_qst *q = gk_qst_load(o.model);
+        cfg = *gk_qst_config(q);
+        gk_layout_init(&l, &cfg);
+        params = gk_malloc(l.numel * sizeof *params);
+        gk_qst_dequantize(q, &l, params);
+        gk_qst_free(q);
+    } else {
+        /* Any other safetensors file: the checkpoint reader names what is wrong. */
+        gk_ckpt *ck = gk_ckpt_open(o.model);
+        cfg = *gk_ckpt_config(ck);
+        gk_layout_init(&l, &cfg);
+        params = gk_malloc(l.numel * sizeof *params);
+        gk_ckpt_read_params(ck, &l, params);
+        gk_ckpt_close(ck);
+    }
+
+    int T = cfg.model.seq_len;
+    if (o.stride) {
+        int ctx = o.context ? o.context : T;
+        if (ctx > T)
+            gk_usage("--context: expected at most the model's seq_len %d, found %d", T, ctx);
+        if (o.stride > ctx)
+            gk_usage("--stride: expected at most the context %d, found %d", ctx, o.stride);
+    }
+    if (o.max_tokens && o.max_tokens < T)
+        gk_usage("--max-tokens: expected at least the model's seq_len %d, found %lld", T,
+                 (long long)o.max_tokens);
+    gk_tok *tok = o.tokenizer ? gk_tok_load(o.tokenizer) : NULL;
+    if (tok && tok->vocab != (uint32_t)cfg.model.vocab)
+        gk_die("%s: expected vocab %d (the model's model.vocab), found %u", o.tokenizer,
+               cfg.model.vocab, tok->vocab);
+    omp_set_num_threads(o.threads);
+    openblas_set_num_threads(o.threads);
+    gk_val *val = gk_val_load((const char *const *)o.val, o.nval, (uint32_t)cfg.model.vocab, T,
+                              o.max_tokens);
+    int64_t batch = o.batch_tokens ? o.batch_tokens
+                                   : cfg.train.val_batch_tokens / cfg.train.grad_accum;
+
+    double t0 = gk_now();
+    gk_progress pg;
+    gk_progress_start(&pg, "moe-eval", "tokens", (uint64_t)(val->n - 1));
+    gk_val_sums s;
+    int context = T, stride = T;
+    if (o.stride) {
+        context = o.context ? o.context : T;
+        stride = o.stride;
+        s = gk_evalwin_run_cpu(val, &l, params, tok, context, stride, batch, window_progress,
+                               &pg);
+    } else {
+        /* eval_val's batches of whole sequences; a batch smaller than one
+         * sequence would hold none: one sequence per forward then. */
+        if (batch < T)
+            batch = T;
+        flat_ctx c = {&l, params, NULL, 0, &pg, 0};
+        s = gk_val_run(val, flat_forward, &c, tok, batch, 1, 0, 1);
+        gk_model_free_f32(c.m);
+    }
+    gk_progress_end(&pg, (uint64_t)s.tokens);
+    double secs = gk_now() - t0, loss, bpb;
+    gk_val_result(&s, &loss, &bpb);
+
+    jv r = jv_object();
+    r = jv_object_set(r, jv_string("model"), jv_string(o.model));
+    r = jv_object_set(r, jv_string("kind"), jv_string(is_qst ? "qst" : "checkpoint"));
+    r = jv_object_set(r, jv_string("val_loss"), jv_number(loss));
+    r = jv_object_set(r, jv_string("val_bpb"), isnan(bpb) ? jv_null() : jv_number(bpb));
+    r = jv_object_set(r, jv_string("tokens"), jv_number(s.tokens));
+    r = jv_object_set(r, jv_string("bytes"), tok ? jv_number(s.bytes) : jv_null());
+    r = jv_object_set(r, jv_string("seconds"), jv_number(round(secs * 1e3) / 1e3));
+    r = jv_object_set(r, jv_string("eval"), jv_string(o.stride ? "sliding" : "non-overlapping"));
+    r = jv_object_set(r, jv_string("context"), jv_number(context));
+    r = jv_object_set(r, jv_string("stride"), jv_number(stride));
+    r = jv_object_set(r, jv_string("batch_tokens"), jv_number((double)batch));
+    gk_emit(stdout, r);
+
+    gk_val_free(val);
+    gk_tok_free(tok);
+    gk_layout_free(&l);
+    free(params);
+    free(o.val);
+    return 0;
+}

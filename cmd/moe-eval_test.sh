@@ -1,0 +1,117 @@
+#!/bin/sh
+# moe-eval: a tiny model trained by moe-train on shards made by the real
+# pipeline (as cmd/moe-train_test.sh), then evaluated. Checks that the default
+# pass is moe-train's own validation (same data, same windows: its final
+# logged val_loss and val_bpb), that the sliding window scores the same
+# targets with a loss no higher, the JSON result, and the errors.
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+bin=${GK_BIN:-$top/bin}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+n=0 failed=0
+ok() { # ok DESCRIPTION COMMAND...
+    desc=$1; shift
+    n=$((n + 1))
+    if "$@" > "$tmp/out" 2>&1; then echo "ok $n - $desc"
+    else echo "not ok $n - $desc"; sed 's/^/#   /' "$tmp/out" | head -8; failed=$((failed + 1)); fi
+}
+
+cat "$top"/man/man*/* > "$tmp/corpus.txt"
+"$bin/tok-train" -q --vocab 320 -o "$tmp/t.tok" "$tmp/corpus.txt"
+"$bin/tok-train" -q --vocab 300 -o "$tmp/other.tok" "$tmp/corpus.txt"
+"$bin/tok-encode" -q -t "$tmp/t.tok" --doc-end line "$tmp/corpus.txt" |
+    "$bin/shard" -q -o "$tmp/data" --val-docs 40 > /dev/null
+cat > "$tmp/tiny.json" <<'JSON'
+{"model": {"vocab": 320, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1,
+           "seq_len": 32},
+ "train": {"steps": 8, "batch_tokens": 256, "grad_accum": 2, "prime_steps": 0,
+           "warmdown_steps": 3, "max_seconds": 0, "val_every": 0, "val_batch_tokens": 256,
+           "val_tokens": 1024, "log_every": 1, "ckpt_every": 0}}
+JSON
+val="$tmp/data/data_val_*.bin"
+"$bin/moe-train" -q --threads 2 -c "$tmp/tiny.json" --train "$tmp/data/data_train_*.bin" \
+    --val "$val" -t "$tmp/t.tok" -o "$tmp/ck" > "$tmp/train.log"
+ck=$tmp/ck/final.safetensors
+jq -s '[.[] | select(.val_loss)][-1]' "$tmp/train.log" > "$tmp/train_val.json"
+
+ev() { "$bin/moe-eval" -q --threads 2 "$@"; }
+ev "$ck" --val "$val" -t "$tmp/t.tok" --max-tokens 1024 > "$tmp/flat.json"
+ok "one JSON line with every field" sh -c "test \$(wc -l < '$tmp/flat.json') = 1 && jq -e '
+    .model == \"$ck\" and .kind == \"checkpoint\" and .eval == \"non-overlapping\" and
+    .context == 32 and .stride == 32 and .tokens > 0 and .tokens % 32 == 0 and .bytes > 0 and
+    (.val_loss | type) == \"number\" and (.val_bpb | type) == \"number\" and .seconds >= 0' '$tmp/flat.json'"
+ok "val_loss equals moe-train's final logged val_loss (same data, same windows) to 1e-6" \
+    jq -e -n --slurpfile a "$tmp/flat.json" --slurpfile b "$tmp/train_val.json" \
+    '($a[0].val_loss - $b[0].val_loss | fabs) < 1e-6 and ($a[0].val_bpb - $b[0].val_bpb | fabs) < 1e-6'
+ok "val_bpb = val_loss / ln 2 x tokens / bytes" jq -e \
+    '(.val_loss / (2 | log) * .tokens / .bytes - .val_bpb | fabs) < 1e-9' "$tmp/flat.json"
+
+ev "$ck" --val "$val" -t "$tmp/t.tok" --max-tokens 1024 --stride 8 --context 32 > "$tmp/slide.json"
+ok "sliding window (stride 8, context 32): the same targets and bytes" jq -e -n \
+    --slurpfile a "$tmp/flat.json" --slurpfile b "$tmp/slide.json" \
+    '$b[0].eval == "sliding" and $b[0].stride == 8 and $b[0].context == 32 and
+     $a[0].tokens == $b[0].tokens and $a[0].bytes == $b[0].bytes'
+ok "sliding window: a loss no higher than non-overlapping (more context)" jq -e -n \
+    --slurpfile a "$tmp/flat.json" --slurpfile b "$tmp/slide.json" \
+    '$b[0].val_loss <= $a[0].val_loss + 1e-9'
+ev "$ck" --val "$val" -t "$tmp/t.tok" --max-tokens 1024 --stride 32 > "$tmp/s32.json"
+ok "stride = context = seq_len: the non-overlapping loss" jq -e -n \
+    --slurpfile a "$tmp/flat.json" --slurpfile b "$tmp/s32.json" \
+    '($a[0].val_loss - $b[0].val_loss | fabs) < 1e-9'
+ev "$ck" --val "$val" -t "$tmp/t.tok" --max-tokens 1024 --stride 8 --context 32 \
+    --batch-tokens 32 > "$tmp/slide1.json"
+ok "the batch size does not change the result" jq -e -n \
+    --slurpfile a "$tmp/slide.json" --slurpfile b "$tmp/slide1.json" \
+    '($a[0].val_loss - $b[0].val_loss | fabs) < 1e-6'
+ev "$ck" --val "$val" --max-tokens 100 > "$tmp/notok.json"
+ok "no tokenizer: val_bpb and bytes null; --max-tokens cut to whole sequences" jq -e \
+    '.val_bpb == null and .bytes == null and .tokens == 96' "$tmp/notok.json"
+ok "progress on stderr with --progress" sh -c \
+    "'$bin/moe-eval' --progress --threads 2 '$ck' --val '$val' --max-tokens 64 2>&1 >/dev/null | grep -q tokens"
+
+# A .qst from moe-quant: all-f32 is the checkpoint exactly; int8 is close.
+"$bin/moe-quant" -q --threads 2 "$ck" -o "$tmp/f32.qst" --matrix f32 --embed f32 --control f32
+"$bin/moe-quant" -q --threads 2 "$ck" -o "$tmp/int8.qst" --matrix int8 --embed int8
+ev "$tmp/f32.qst" --val "$val" -t "$tmp/t.tok" --max-tokens 1024 > "$tmp/qf32.json"
+ev "$tmp/int8.qst" --val "$val" -t "$tmp/t.tok" --max-tokens 1024 > "$tmp/qint8.json"
+ok "a float32 .qst (told by content: kind qst) has the checkpoint's val_loss" jq -e -n \
+    --slurpfile a "$tmp/flat.json" --slurpfile b "$tmp/qf32.json" \
+    '$b[0].kind == "qst" and ($a[0].val_loss - $b[0].val_loss | fabs) < 1e-9 and
+     $a[0].tokens == $b[0].tokens and $a[0].bytes == $b[0].bytes'
+ok "an int8 .qst: val_bpb within 0.05 of the checkpoint's" jq -e -n \
+    --slurpfile a "$tmp/flat.json" --slurpfile b "$tmp/qint8.json" \
+    '$b[0].kind == "qst" and ($a[0].val_bpb - $b[0].val_bpb | fabs) < 0.05'
+cp "$tmp/int8.qst" "$tmp/renamed.bin"
+ok "the kind comes from the content, not the name" sh -c \
+    "'$bin/moe-eval' -q --threads 2 '$tmp/renamed.bin' --val '$val' --max-tokens 64 | jq -e '.kind == \"qst\"'"
+
+fails() { # fails DESCRIPTION PATTERN COMMAND...: exit 1 and one line matching PATTERN
+    desc=$1 pat=$2; shift 2
+    "$@" > /dev/null 2> "$tmp/err"
+    rc=$?
+    ok "$desc (exit $rc)" sh -c "test $rc = 1 && test \$(wc -l < '$tmp/err') = 1 && grep -qE '$pat' '$tmp/err'"
+}
+fails "a missing model file" "nosuch.safetensors" ev "$tmp/nosuch.safetensors" --val "$val"
+fails "a file of another kind (a tokenizer)" "t.tok: offset 0: expected a moe-train checkpoint or a .qst" \
+    ev "$tmp/t.tok" --val "$val"
+fails "a tokenizer of another vocab" "expected vocab 320" \
+    ev "$ck" --val "$val" -t "$tmp/other.tok"
+fails "shards that do not exist" "nosuch" ev "$ck" --val "$tmp/nosuch_*.bin"
+
+usage() { # usage DESCRIPTION ARGS...: exit 2
+    desc=$1; shift
+    "$bin/moe-eval" "$@" > /dev/null 2>&1
+    rc=$?
+    ok "$desc: bad usage exits 2 (exit $rc)" test $rc = 2
+}
+usage "an unknown flag" --frobnicate
+usage "no model" --val "$val"
+usage "no --val" "$ck"
+usage "--context without --stride" "$ck" --val "$val" --context 16
+usage "a stride longer than the context" "$ck" --val "$val" --stride 16 --context 8
+usage "a context longer than seq_len" "$ck" --val "$val" --stride 8 --context 64
+usage "a stride of 0" "$ck" --val "$val" --stride 0
+
+echo "1..$n"
+[ "$failed" = 0 ]
