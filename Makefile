@@ -20,7 +20,7 @@ ASANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 BLAS    := /usr/lib/x86_64-linux-gnu/openblas-openmp
 LDLIBS  := -L$(BLAS) -Wl,-rpath,$(BLAS) -lopenblas -lxxhash -ljq -lzstd -llzma -lm -pthread -fopenmp
 
-TOOLS   := tok-train tok-encode shard moe-train moe-avg moe-quant moe-pack
+TOOLS   := tok-train tok-encode shard moe-train moe-avg moe-quant moe-pack moe-eval
 LIB_SRC := $(filter-out %_test.c,$(wildcard lib/*.c))
 LIB_HDR := $(wildcard lib/*.h)
 UNIT    := $(patsubst lib/%_test.c,%,$(wildcard lib/*_test.c))
