@@ -9,12 +9,13 @@
  * of lib/evalwin.h over the same targets: each scored once, most of them with
  * T - S or more tokens of context instead of 0..seq_len-1.
  *
- * The model is a moe-train or moe-avg checkpoint or a moe-quant .qst, told by
- * its content (both are safetensors files; golfkit.format says which), not by
- * its name. A .qst is dequantized to the float parameters and evaluated by the
+ * The model is a moe-train or moe-avg checkpoint, a moe-quant .qst or a
+ * moe-pack artifact, told by its content (the first two are safetensors files
+ * whose golfkit.format says which; a .pack starts with its magic), not by its
+ * name. A .qst is dequantized to the float parameters and evaluated by the
  * same code, so its val_bpb next to the checkpoint's is the quantization tax.
- * Artifacts (.pack) are refused with a one-line error until lib/pack has a
- * reader. */
+ * A .pack is evaluated from what it holds, the .qst and the tokenizer: the
+ * number a record is judged by. */
 #include "ckpt.h"
 #include "config.h"
 #include "evalwin.h"
@@ -22,6 +23,7 @@
 #include "jsonl.h"
 #include "loader.h"
 #include "model.h"
+#include "pack.h"
 #include "progress.h"
 #include "qst.h"
 #include "safetensors.h"
@@ -36,17 +38,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* golfkit.format of the files we can tell apart (ckpt.h, qst.h). */
-#define CKPT_FORMAT "moe-train checkpoint 1"
+/* golfkit.format of a .qst (qst.h), and the first bytes of a .pack (pack(5)). */
 #define QST_FORMAT "qst 1"
+#define PACK_MAGIC "GKPACK\r\n"
 
 static void usage(void)
 {
     printf("usage: moe-eval [options] MODEL --val GLOB\n"
            "\n"
-           "  MODEL                 a moe-train or moe-avg checkpoint, or a moe-quant .qst\n"
+           "  MODEL                 a moe-train or moe-avg checkpoint, a moe-quant .qst or\n"
+           "                        a moe-pack .pack\n"
            "      --val GLOB        validation shards (repeatable)\n"
-           "  -t, --tokenizer TOK   the .tok of the shards, for val_bpb (else null)\n"
+           "  -t, --tokenizer TOK   the .tok of the shards, for val_bpb (default: the one in\n"
+           "                        a .pack; else val_bpb is null)\n"
            "      --stride S        sliding-window evaluation: S new targets per window\n"
            "      --context T       window length, S <= T <= seq_len (default: seq_len)\n"
            "      --max-tokens N    only the first N targets (cut to whole sequences)\n"
@@ -109,24 +113,29 @@ static void parse_args(int argc, char **argv, options *o)
         gk_usage("--context: expected it with --stride, found it alone");
 }
 
-/* The golfkit.format of PATH when it is a safetensors file (1), as far as its
- * header tells (FMT stays "" without one); 0 for any other bytes. Only a sniff:
- * the reader chosen by it verifies the whole file. */
+enum { OTHER, SAFETENSORS, PACK };
+
+/* What PATH holds: PACK (its magic), SAFETENSORS with its golfkit.format in FMT
+ * as far as the header tells ("" without one), or OTHER. Only a sniff: the
+ * reader chosen by it verifies the whole file. */
 static int sniff(const char *path, char *fmt, size_t cap)
 {
     fmt[0] = 0;
     gk_in *in = gk_in_open(path);
     unsigned char h[8];
     int64_t size = gk_in_size(in);
-    int st = 0;
-    if (gk_in_read(in, h, 8) == 8) {
+    int st = OTHER;
+    size_t got = gk_in_read(in, h, 8);
+    if (got == 8 && memcmp(h, PACK_MAGIC, 8) == 0) {
+        st = PACK;
+    } else if (got == 8) {
         uint64_t n = gk_get64(h);
         if (n >= 2 && n <= GK_ST_MAX_HEADER && (size < 0 || n <= (uint64_t)size - 8)) {
             char *json = gk_malloc(n);
             if (gk_in_read(in, json, n) == n && json[0] == '{') {
                 jv hdr = jv_parse_sized(json, (int)n);
-                st = jv_get_kind(hdr) == JV_KIND_OBJECT;
-                if (st) {
+                st = jv_get_kind(hdr) == JV_KIND_OBJECT ? SAFETENSORS : OTHER;
+                if (st == SAFETENSORS) {
                     jv meta = jv_object_get(hdr, jv_string("__metadata__"));
                     if (jv_get_kind(meta) == JV_KIND_OBJECT) {
                         jv f = jv_object_get(meta, jv_string("golfkit.format"));
@@ -181,27 +190,50 @@ static void window_progress(void *ctx, int64_t done)
     gk_progress_update(ctx, (uint64_t)done);
 }
 
+/* The config, layout and dequantized parameters of Q, which is freed. */
+static float *from_qst(gk_qst *q, gk_config *cfg, gk_layout *l)
+{
+    *cfg = *gk_qst_config(q);
+    gk_layout_init(l, cfg);
+    float *params = gk_malloc(l->numel * sizeof *params);
+    gk_qst_dequantize(q, l, params);
+    gk_qst_free(q);
+    return params;
+}
+
 int main(int argc, char **argv)
 {
     gk_set_prog(argv[0]);
     options o;
     parse_args(argc, argv, &o);
 
-    char fmt[64];
-    if (!sniff(o.model, fmt, sizeof fmt))
-        gk_die("%s: offset 0: expected a moe-train checkpoint or a .qst (safetensors), found "
-               "other bytes (.pack support needs lib/pack)", o.model);
-    int is_qst = strcmp(fmt, QST_FORMAT) == 0;
+    char fmt[64], name[4200];
+    int st = sniff(o.model, fmt, sizeof fmt);
+    if (st == OTHER)
+        gk_die("%s: offset 0: expected a moe-train checkpoint, a .qst (safetensors) or a "
+               ".pack (magic \"GKPACK\\r\\n\"), found other bytes", o.model);
+    const char *kind = st == PACK ? "pack" : strcmp(fmt, QST_FORMAT) == 0 ? "qst" : "checkpoint";
     gk_config cfg;
     gk_layout l;
     float *params;
-    if (is_qst) {
-        gk_qst *q = gk_qst_load(o.model);
-        cfg = *gk_qst_config(q);
-        gk_layout_init(&l, &cfg);
-        params = gk_malloc(l.numel * sizeof *params);
-        gk_qst_dequantize(q, &l, params);
-        gk_qst_free(q);
+    gk_tok *tok = NULL;
+    if (st == PACK) {
+        /* gk_pack_open has checked that both parts are there. The parts are
+         * named "PACK:PART" in messages. -t, when given, takes the place of
+         * the packed tokenizer. */
+        gk_pack *pk = gk_pack_open(o.model);
+        size_t n;
+        const unsigned char *part = gk_pack_part(pk, GK_PACK_MODEL, &n);
+        snprintf(name, sizeof name, "%s:%s", o.model, GK_PACK_MODEL);
+        params = from_qst(gk_qst_load_mem(part, n, name), &cfg, &l);
+        if (!o.tokenizer) {
+            part = gk_pack_part(pk, GK_PACK_TOKENIZER, &n);
+            snprintf(name, sizeof name, "%s:%s", o.model, GK_PACK_TOKENIZER);
+            tok = gk_tok_load_mem(part, n, name);
+        }
+        gk_pack_free(pk);
+    } else if (strcmp(kind, "qst") == 0) {
+        params = from_qst(gk_qst_load(o.model), &cfg, &l);
     } else {
         /* Any other safetensors file: the checkpoint reader names what is wrong. */
         gk_ckpt *ck = gk_ckpt_open(o.model);
@@ -223,9 +255,12 @@ int main(int argc, char **argv)
     if (o.max_tokens && o.max_tokens < T)
         gk_usage("--max-tokens: expected at least the model's seq_len %d, found %lld", T,
                  (long long)o.max_tokens);
-    gk_tok *tok = o.tokenizer ? gk_tok_load(o.tokenizer) : NULL;
+    if (o.tokenizer) {
+        tok = gk_tok_load(o.tokenizer);
+        snprintf(name, sizeof name, "%s", o.tokenizer);
+    }
     if (tok && tok->vocab != (uint32_t)cfg.model.vocab)
-        gk_die("%s: expected vocab %d (the model's model.vocab), found %u", o.tokenizer,
+        gk_die("%s: expected vocab %d (the model's model.vocab), found %u", name,
                cfg.model.vocab, tok->vocab);
     omp_set_num_threads(o.threads);
     openblas_set_num_threads(o.threads);
@@ -259,7 +294,7 @@ int main(int argc, char **argv)
 
     jv r = jv_object();
     r = jv_object_set(r, jv_string("model"), jv_string(o.model));
-    r = jv_object_set(r, jv_string("kind"), jv_string(is_qst ? "qst" : "checkpoint"));
+    r = jv_object_set(r, jv_string("kind"), jv_string(kind));
     r = jv_object_set(r, jv_string("val_loss"), jv_number(loss));
     r = jv_object_set(r, jv_string("val_bpb"), isnan(bpb) ? jv_null() : jv_number(bpb));
     r = jv_object_set(r, jv_string("tokens"), jv_number(s.tokens));

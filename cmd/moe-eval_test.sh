@@ -1,9 +1,11 @@
 #!/bin/sh
 # moe-eval: a tiny model trained by moe-train on shards made by the real
-# pipeline (as cmd/moe-train_test.sh), then evaluated. Checks that the default
+# pipeline (as cmd/moe-train_test.sh), then evaluated as a checkpoint, as a
+# .qst from moe-quant and as a .pack from moe-pack. Checks that the default
 # pass is moe-train's own validation (same data, same windows: its final
 # logged val_loss and val_bpb), that the sliding window scores the same
-# targets with a loss no higher, the JSON result, and the errors.
+# targets with a loss no higher, that a float32 .qst is the checkpoint and a
+# .pack its .qst, the JSON result, and the errors.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 bin=${GK_BIN:-$top/bin}
@@ -86,6 +88,19 @@ cp "$tmp/int8.qst" "$tmp/renamed.bin"
 ok "the kind comes from the content, not the name" sh -c \
     "'$bin/moe-eval' -q --threads 2 '$tmp/renamed.bin' --val '$val' --max-tokens 64 | jq -e '.kind == \"qst\"'"
 
+# A .pack from moe-pack: it carries its tokenizer, so no -t.
+"$bin/moe-pack" -o "$tmp/m.pack" --model "$tmp/int8.qst" --tokenizer "$tmp/t.tok" > /dev/null
+ev "$tmp/m.pack" --val "$val" --max-tokens 1024 > "$tmp/pack.json"
+ok "a .pack (no -t: its own tokenizer) gives its .qst's val_loss and val_bpb" jq -e -n \
+    --slurpfile a "$tmp/qint8.json" --slurpfile b "$tmp/pack.json" \
+    '$b[0].kind == "pack" and $b[0].val_loss == $a[0].val_loss and $b[0].val_bpb == $a[0].val_bpb
+     and $b[0].bytes == $a[0].bytes'
+ev "$tmp/m.pack" --val "$val" --max-tokens 1024 --stride 8 > "$tmp/packs.json"
+ok "a .pack with the sliding window" jq -e '.kind == "pack" and .eval == "sliding" and .stride == 8' \
+    "$tmp/packs.json"
+cp "$tmp/m.pack" "$tmp/bad.pack"
+printf 'X' | dd of="$tmp/bad.pack" bs=1 seek=100 conv=notrunc 2> /dev/null
+
 fails() { # fails DESCRIPTION PATTERN COMMAND...: exit 1 and one line matching PATTERN
     desc=$1 pat=$2; shift 2
     "$@" > /dev/null 2> "$tmp/err"
@@ -93,10 +108,13 @@ fails() { # fails DESCRIPTION PATTERN COMMAND...: exit 1 and one line matching P
     ok "$desc (exit $rc)" sh -c "test $rc = 1 && test \$(wc -l < '$tmp/err') = 1 && grep -qE '$pat' '$tmp/err'"
 }
 fails "a missing model file" "nosuch.safetensors" ev "$tmp/nosuch.safetensors" --val "$val"
-fails "a file of another kind (a tokenizer)" "t.tok: offset 0: expected a moe-train checkpoint or a .qst" \
+fails "a file of another kind (a tokenizer)" "t.tok: offset 0: expected a moe-train checkpoint, a .qst" \
     ev "$tmp/t.tok" --val "$val"
 fails "a tokenizer of another vocab" "expected vocab 320" \
     ev "$ck" --val "$val" -t "$tmp/other.tok"
+fails "a .pack with a flipped byte" "bad.pack" ev "$tmp/bad.pack" --val "$val"
+fails "a .pack and a tokenizer of another vocab" "other.tok: expected vocab 320" \
+    ev "$tmp/m.pack" --val "$val" -t "$tmp/other.tok"
 fails "shards that do not exist" "nosuch" ev "$ck" --val "$tmp/nosuch_*.bin"
 
 usage() { # usage DESCRIPTION ARGS...: exit 2

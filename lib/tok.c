@@ -110,10 +110,8 @@ gk_tok *gk_tok_new(const uint32_t (*merges)[2], uint32_t n_merges, char **specia
     return t;
 }
 
-gk_tok *gk_tok_load(const char *path)
+gk_tok *gk_tok_load_mem(const unsigned char *f, size_t size, const char *path)
 {
-    size_t size;
-    uint8_t *f = gk_read_file(path, &size);
     if (size < 4 || memcmp(f, GK_TOK_MAGIC, 4) != 0)
         gk_die("%s: offset 0: expected magic \"GKTK\" (a tokenizer from tok-train), found %s",
                path, size < 4 ? "a file shorter than 4 bytes" : "other bytes");
@@ -172,6 +170,14 @@ gk_tok *gk_tok_load(const char *path)
         free(special[i]);
     free(special);
     free(merges);
+    return t;
+}
+
+gk_tok *gk_tok_load(const char *path)
+{
+    size_t size;
+    uint8_t *f = gk_read_file(path, &size);
+    gk_tok *t = gk_tok_load_mem(f, size, path);
     free(f);
     return t;
 }

@@ -46,6 +46,9 @@ gk_tok *gk_tok_new(const uint32_t (*merges)[2], uint32_t n_merges, char **specia
                    uint32_t n_special, int pretok);
 /* Load and verify PATH; every defect dies with "PATH: offset N: expected .., found ..". */
 gk_tok *gk_tok_load(const char *path);
+/* The same from the SIZE bytes at F (a tokenizer inside a .pack), PATH naming
+ * them in messages. Nothing of F is kept. */
+gk_tok *gk_tok_load_mem(const unsigned char *f, size_t size, const char *path);
 /* Serialize (atomically) to PATH. */
 void gk_tok_save(const gk_tok *t, const char *path);
 void gk_tok_free(gk_tok *t);
