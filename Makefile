@@ -3,6 +3,8 @@
 #   make            build every tool into bin/ (-Wall -Wextra -Werror)
 #   make test       sanitizer build + every test through prove (TAP)
 #   make deps       install the Debian packages the build and tests need (root)
+#   make record SEED=1337  text -> tokenizer -> shards -> train -> average ->
+#                   quantize -> pack -> verify -> eval (pipelines/record.mk)
 #   make bench-tok  tok-train/tok-encode against sentencepiece on GCIDE
 #   make bench-train-cpu  moe-train's CPU rate against this machine's sgemm
 #
@@ -44,7 +46,7 @@ DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
 VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
 
-.PHONY: all test deps deps-check bench-tok bench-train-cpu clean lint
+.PHONY: all test deps deps-check bench-tok bench-train-cpu record clean lint
 # Keep the objects: they are intermediates of pattern rules, which make would delete.
 .SECONDARY:
 all: $(BINS)
@@ -93,6 +95,12 @@ bench-tok: deps-check all
 
 bench-train-cpu: deps-check all
 	sh pipelines/bench-train-cpu.sh
+
+# The whole pipeline, text to verified record (pipelines/record.mk has the stages).
+include pipelines/record.mk
+record: deps-check
+	$(MAKE) --no-print-directory all
+	$(MAKE) --no-print-directory record-files
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
