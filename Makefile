@@ -7,6 +7,7 @@
 #                   quantize -> pack -> verify -> eval (pipelines/record.mk)
 #   make bench-tok  tok-train/tok-encode against sentencepiece on GCIDE
 #   make bench-train-cpu  moe-train's CPU rate against this machine's sgemm
+#   make bench-pack artifact size and quantization tax on the record's model
 #
 # Objects go to build/rel (bin/) and build/asan (build/asan/bin, the tests).
 
@@ -46,7 +47,7 @@ DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
 VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
 
-.PHONY: all test deps deps-check bench-tok bench-train-cpu record clean lint
+.PHONY: all test deps deps-check bench-tok bench-train-cpu bench-pack record clean lint
 # Keep the objects: they are intermediates of pattern rules, which make would delete.
 .SECONDARY:
 all: $(BINS)
@@ -98,6 +99,12 @@ bench-train-cpu: deps-check all
 
 # The whole pipeline, text to verified record (pipelines/record.mk has the stages).
 include pipelines/record.mk
+
+# On the record's model: artifact size against zstd and xz on the same bytes,
+# then the quantization tax of each scheme and method.
+bench-pack: deps-check all $(QST) $(AVGED) $(SHARD_DONE)
+	sh pipelines/bench-pack.sh $(QST) $(TOK)
+	sh pipelines/bench-quant.sh $(AVGED) $(TOK) '$(VAL_GLOB)' '$(TRAIN_GLOB)' build/bench-quant
 record: deps-check
 	$(MAKE) --no-print-directory all
 	$(MAKE) --no-print-directory record-files
