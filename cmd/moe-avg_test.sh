@@ -5,23 +5,9 @@
 # with numpy. Also: EMA tensors survive a bit-exact resume, a config
 # mismatch is refused naming the key, and bad usage exits 2.
 set -u
-top=$(cd "$(dirname "$0")/.." && pwd)
-bin=${GK_BIN:-$top/bin}
-py=${GK_VENV:-$top/build/venv}/bin/python
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0 failed=0
-ok() { # ok DESCRIPTION COMMAND...
-    desc=$1; shift
-    n=$((n + 1))
-    if "$@" > "$tmp/out" 2>&1; then echo "ok $n - $desc"
-    else echo "not ok $n - $desc"; sed 's/^/#   /' "$tmp/out" | head -8; failed=$((failed + 1)); fi
-}
+. "$(dirname "$0")/../testdata/tap.sh"
 
-cat "$top"/man/man*/* > "$tmp/corpus.txt"
-"$bin/tok-train" -q --vocab 320 -o "$tmp/t.tok" "$tmp/corpus.txt"
-"$bin/tok-encode" -q -t "$tmp/t.tok" --doc-end line "$tmp/corpus.txt" |
-    "$bin/shard" -q -o "$tmp/data" --val-docs 40 > /dev/null
+tiny_data 320
 cat > "$tmp/tiny.json" <<'JSON'
 {"model": {"vocab": 320, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1,
            "seq_len": 32},
@@ -151,5 +137,4 @@ fails "--ema with other inputs" 2 "--ema takes one checkpoint" avg -o "$tmp/x.sa
 ok "an unknown option exits 2" test $? = 2
 ok "--help exits 0 with usage" sh -c "'$bin/moe-avg' --help | grep -q 'usage: moe-avg'"
 
-echo "1..$n"
-[ "$failed" = 0 ]
+tap_end

@@ -40,7 +40,6 @@
 
 /* golfkit.format of a .qst (qst.h), and the first bytes of a .pack (pack(5)). */
 #define QST_FORMAT "qst 1"
-#define PACK_MAGIC "GKPACK\r\n"
 
 static void usage(void)
 {
@@ -126,7 +125,7 @@ static int sniff(const char *path, char *fmt, size_t cap)
     int64_t size = gk_in_size(in);
     int st = OTHER;
     size_t got = gk_in_read(in, h, 8);
-    if (got == 8 && memcmp(h, PACK_MAGIC, 8) == 0) {
+    if (got == 8 && memcmp(h, GK_PACK_MAGIC, 8) == 0) {
         st = PACK;
     } else if (got == 8) {
         uint64_t n = gk_get64(h);

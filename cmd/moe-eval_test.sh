@@ -7,23 +7,10 @@
 # targets with a loss no higher, that a float32 .qst is the checkpoint and a
 # .pack its .qst, the JSON result, and the errors.
 set -u
-top=$(cd "$(dirname "$0")/.." && pwd)
-bin=${GK_BIN:-$top/bin}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0 failed=0
-ok() { # ok DESCRIPTION COMMAND...
-    desc=$1; shift
-    n=$((n + 1))
-    if "$@" > "$tmp/out" 2>&1; then echo "ok $n - $desc"
-    else echo "not ok $n - $desc"; sed 's/^/#   /' "$tmp/out" | head -8; failed=$((failed + 1)); fi
-}
+. "$(dirname "$0")/../testdata/tap.sh"
 
-cat "$top"/man/man*/* > "$tmp/corpus.txt"
-"$bin/tok-train" -q --vocab 320 -o "$tmp/t.tok" "$tmp/corpus.txt"
+tiny_data 320
 "$bin/tok-train" -q --vocab 300 -o "$tmp/other.tok" "$tmp/corpus.txt"
-"$bin/tok-encode" -q -t "$tmp/t.tok" --doc-end line "$tmp/corpus.txt" |
-    "$bin/shard" -q -o "$tmp/data" --val-docs 40 > /dev/null
 cat > "$tmp/tiny.json" <<'JSON'
 {"model": {"vocab": 320, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1,
            "seq_len": 32},
@@ -131,5 +118,4 @@ usage "a stride longer than the context" "$ck" --val "$val" --stride 16 --contex
 usage "a context longer than seq_len" "$ck" --val "$val" --stride 8 --context 64
 usage "a stride of 0" "$ck" --val "$val" --stride 0
 
-echo "1..$n"
-[ "$failed" = 0 ]
+tap_end

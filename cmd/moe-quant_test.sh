@@ -5,23 +5,9 @@
 # with the expected schemes, that the dequantized weights (decoded in numpy
 # from man5/qst.5 alone) stay close to the checkpoint, and the errors.
 set -u
-top=$(cd "$(dirname "$0")/.." && pwd)
-bin=${GK_BIN:-$top/bin}
-py=${GK_VENV:-$top/build/venv}/bin/python
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0 failed=0
-ok() { # ok DESCRIPTION COMMAND...
-    desc=$1; shift
-    n=$((n + 1))
-    if "$@" > "$tmp/out" 2>&1; then echo "ok $n - $desc"
-    else echo "not ok $n - $desc"; sed 's/^/#   /' "$tmp/out" | head -8; failed=$((failed + 1)); fi
-}
+. "$(dirname "$0")/../testdata/tap.sh"
 
-cat "$top"/man/man1/* > "$tmp/corpus.txt"
-"$bin/tok-train" -q --vocab 300 -o "$tmp/t.tok" "$tmp/corpus.txt"
-"$bin/tok-encode" -q -t "$tmp/t.tok" --doc-end line "$tmp/corpus.txt" |
-    "$bin/shard" -q -o "$tmp/data" --val-docs 40 > /dev/null
+tiny_data 300
 cat > "$tmp/tiny.json" <<'JSON'
 {"model": {"vocab": 300, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1,
            "seq_len": 32},
@@ -118,5 +104,4 @@ q "$ck" -o "$tmp/x.qst" --matrix int3 2> "$tmp/err"; rc=$?
 ok "an unknown scheme flag: exit 2" sh -c "[ $rc = 2 ] && grep -q 'found .int3.' '$tmp/err'"
 ok "no half-written output after errors" sh -c "! ls '$tmp'/x.qst* 2>/dev/null"
 
-echo "1..$n"
-[ "$failed" = 0 ]
+tap_end

@@ -4,23 +4,9 @@
 # the log, the checkpoints (and that Python's safetensors reads them), a
 # bit-exact resume, determinism, the NaN stop, and config errors.
 set -u
-top=$(cd "$(dirname "$0")/.." && pwd)
-bin=${GK_BIN:-$top/bin}
-py=${GK_VENV:-$top/build/venv}/bin/python
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0 failed=0
-ok() { # ok DESCRIPTION COMMAND...
-    desc=$1; shift
-    n=$((n + 1))
-    if "$@" > "$tmp/out" 2>&1; then echo "ok $n - $desc"
-    else echo "not ok $n - $desc"; sed 's/^/#   /' "$tmp/out" | head -8; failed=$((failed + 1)); fi
-}
+. "$(dirname "$0")/../testdata/tap.sh"
 
-cat "$top"/man/man*/* > "$tmp/corpus.txt"
-"$bin/tok-train" -q --vocab 320 -o "$tmp/t.tok" "$tmp/corpus.txt"
-"$bin/tok-encode" -q -t "$tmp/t.tok" --doc-end line "$tmp/corpus.txt" |
-    "$bin/shard" -q -o "$tmp/data" --val-docs 40 > /dev/null
+tiny_data 320
 cat > "$tmp/tiny.json" <<'JSON'
 {"model": {"vocab": 320, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1,
            "seq_len": 32},
@@ -100,5 +86,4 @@ fails "shards of another vocab" "offset 16: expected vocab 100 .the model.s., fo
 "$bin/moe-train" --frobnicate > /dev/null 2>&1
 ok "bad usage exits 2" test $? = 2
 
-echo "1..$n"
-[ "$failed" = 0 ]
+tap_end

@@ -16,7 +16,6 @@
 #include <xxhash.h>
 #include <zstd.h>
 
-static const unsigned char MAGIC[8] = {'G', 'K', 'P', 'A', 'C', 'K', '\r', '\n'};
 /* Stored order: the small text parts first, then the model. */
 static const char *const NAMES[3] = {GK_PACK_CONFIG, GK_PACK_TOKENIZER, GK_PACK_MODEL};
 /* The xz decoder's memory limit: preset 9e needs about 65 MiB (a 64 MiB
@@ -145,7 +144,7 @@ unsigned char *gk_pack_build(const gk_pack_item *items, size_t n, int codec, int
     unsigned char *comp = codec == GK_PACK_ZSTD ? zstd_encode(raw, total, level, &clen)
                                                 : xz_encode(raw, total, level, &clen);
     unsigned char *out = gk_malloc(GK_PACK_HEADER + clen);
-    memcpy(out, MAGIC, 8);
+    memcpy(out, GK_PACK_MAGIC, 8);
     gk_put32(out + 8, GK_PACK_VERSION);
     gk_put32(out + 12, (uint32_t)codec);
     gk_put32(out + 16, (uint32_t)level);
@@ -229,7 +228,7 @@ gk_pack *gk_pack_parse(const char *name, const unsigned char *buf, size_t len, c
     if (len < GK_PACK_HEADER)
         return fail(NULL, err, errlen, "%s: offset 0: expected a %d-byte header, found %zu bytes",
                     name, GK_PACK_HEADER, len);
-    if (memcmp(buf, MAGIC, 8))
+    if (memcmp(buf, GK_PACK_MAGIC, 8))
         return fail(NULL, err, errlen, "%s: offset 0: expected magic \"GKPACK\\r\\n\", found "
                     "other bytes (not a .pack)", name);
     uint64_t hx = gk_get64(buf + 56), hc = XXH64(buf, 56, 0);

@@ -19,6 +19,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The first 8 bytes of every .pack (no NUL: compare 8 bytes). */
+#define GK_PACK_MAGIC "GKPACK\r\n"
+
 #define GK_PACK_HEADER 64                 /* bytes before the compressed frame */
 #define GK_PACK_VERSION 1
 #define GK_PACK_LIMIT 16000000ull         /* the game's artifact limit, decimal bytes */

@@ -16,9 +16,9 @@ void gk_set_prog(const char *argv0);
 const char *gk_prog(void);
 
 /* Print "PROG: MESSAGE" on stderr, remove open temporaries, exit 1. */
-_Noreturn void gk_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void gk_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Print "PROG: MESSAGE" and a hint to --help on stderr, exit 2. */
-_Noreturn void gk_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+_Noreturn void gk_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Print "PROG: MESSAGE" on stderr and go on (for warnings). */
 void gk_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -48,7 +48,7 @@ jq -r 'select(.val_loss) | "\(.step) \(.val_loss)"' "$rec/train.log" > "$rec/val
 gnuplot <<GP
 set terminal pngcairo size 900,540
 set output "$rec/loss.png"
-set title "$(basename "$rec")"
+set title "$(basename "$rec")" noenhanced
 set xlabel "step"
 set ylabel "loss (nats per token)"
 set grid

@@ -3,16 +3,7 @@
 # model (the repository's man pages, a 2-layer model, a few steps), then a
 # change of QUANT that must re-run only quantize, pack and eval.
 set -u
-top=$(cd "$(dirname "$0")/.." && pwd)
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-n=0 failed=0
-ok() { # ok DESCRIPTION COMMAND...
-    desc=$1; shift
-    n=$((n + 1))
-    if "$@" > "$tmp/out" 2>&1; then echo "ok $n - $desc"
-    else echo "not ok $n - $desc"; sed 's/^/#   /' "$tmp/out" | tail -8; failed=$((failed + 1)); fi
-}
+. "$(dirname "$0")/../testdata/tap.sh"
 
 cat "$top"/man/man*/* > "$tmp/corpus.txt"
 cat > "$tmp/tiny.json" <<'JSON'
@@ -53,5 +44,4 @@ ok "an artifact over the limit fails the record, saying by how much" sh -c \
        CONFIG='$tmp/tiny.json' CORPUS='$tmp/corpus.txt' DOC_END=line VOCAB=320 VAL_DOCS=40 \
        CKPT_EVERY=2 NAME=tiny LIMIT=1000 2> '$tmp/err' && grep -q 'over by' '$tmp/err'"
 
-echo "1..$n"
-[ "$failed" = 0 ]
+tap_end
