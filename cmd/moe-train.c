@@ -192,6 +192,21 @@ static void ema_update(const gk_layout *l, float *ema, const float *params, doub
     }
 }
 
+/* One validation pass over VAL, logged as {step, val_loss, val_bpb}. */
+static void log_validation(FILE *logfp, const gk_val *val, const gk_layout *l,
+                           const float *params, const gk_tok *tok, int64_t step)
+{
+    gk_val_sums s = gk_val_run_cpu(val, l, params, tok, l->cfg.train.val_batch_tokens,
+                                   l->cfg.train.grad_accum, 0, 1);
+    double vl, vb;
+    gk_val_result(&s, &vl, &vb);
+    jv v = jv_object();
+    v = jv_object_set(v, jv_string("step"), jv_number((double)step));
+    v = jv_object_set(v, jv_string("val_loss"), jv_number(vl));
+    v = jv_object_set(v, jv_string("val_bpb"), isnan(vb) ? jv_null() : jv_number(vb));
+    gk_emit(logfp, v);
+}
+
 static jv loads_jv(const gk_layout *l, const int64_t *load)
 {
     int E = l->cfg.moe.n_experts;
@@ -293,17 +308,8 @@ int main(int argc, char **argv)
     while (ts.step < last) {
         if (cfg.train.max_seconds > 0 && gk_now() - t0 >= cfg.train.max_seconds)
             break;
-        if (val && cfg.train.val_every > 0 && ts.step % cfg.train.val_every == 0 && ts.step) {
-            gk_val_sums s = gk_val_run_cpu(val, &l, params, tok, cfg.train.val_batch_tokens,
-                                           cfg.train.grad_accum, 0, 1);
-            double vl, vb;
-            gk_val_result(&s, &vl, &vb);
-            jv v = jv_object();
-            v = jv_object_set(v, jv_string("step"), jv_number((double)ts.step));
-            v = jv_object_set(v, jv_string("val_loss"), jv_number(vl));
-            v = jv_object_set(v, jv_string("val_bpb"), isnan(vb) ? jv_null() : jv_number(vb));
-            gk_emit(logfp, v);
-        }
+        if (val && cfg.train.val_every > 0 && ts.step % cfg.train.val_every == 0 && ts.step)
+            log_validation(logfp, val, &l, params, tok, ts.step);
         double ts0 = gk_now();
         memset(grads, 0, l.numel * sizeof *grads);
         if (load)
@@ -351,17 +357,8 @@ int main(int argc, char **argv)
         gk_progress_update(&pg, (uint64_t)ts.step);
     }
     gk_progress_end(&pg, (uint64_t)ts.step);
-    if (val) {
-        gk_val_sums s = gk_val_run_cpu(val, &l, params, tok, cfg.train.val_batch_tokens,
-                                       cfg.train.grad_accum, 0, 1);
-        double vl, vb;
-        gk_val_result(&s, &vl, &vb);
-        jv v = jv_object();
-        v = jv_object_set(v, jv_string("step"), jv_number((double)ts.step));
-        v = jv_object_set(v, jv_string("val_loss"), jv_number(vl));
-        v = jv_object_set(v, jv_string("val_bpb"), isnan(vb) ? jv_null() : jv_number(vb));
-        gk_emit(logfp, v);
-    }
+    if (val)
+        log_validation(logfp, val, &l, params, tok, ts.step);
     ckpt_path(path, sizeof path, o.out, -1);
     gk_ckpt_save_ex(path, &l, params, ema, opt, &ts, GK_VERSION, NULL);
     jv end = jv_object();
