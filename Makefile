@@ -1,6 +1,8 @@
 # golfkit: build, test, benchmark and install the dependencies.
 #
-#   make            build every tool into bin/ (-Wall -Wextra -Werror)
+#   make            build every tool into bin/ (-Wall -Wextra -Werror), and
+#                   bin/check-cuda when nvcc is present
+#   make check-cuda every CUDA kernel against the CPU reference (on a GPU machine)
 #   make test       sanitizer build + every test through prove (TAP)
 #   make deps       install the Debian packages the build and tests need (root)
 #   make record SEED=1337  text -> tokenizer -> shards -> train -> average ->
@@ -9,7 +11,8 @@
 #   make bench-train-cpu  moe-train's CPU rate against this machine's sgemm
 #   make bench-pack artifact size and quantization tax on the record's model
 #
-# Objects go to build/rel (bin/) and build/asan (build/asan/bin, the tests).
+# Objects go to build/rel (bin/), build/asan (build/asan/bin, the tests) and
+# build/cuda (kernels/*.cu, linked into bin/check-cuda).
 
 CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
@@ -47,7 +50,8 @@ DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
 VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
 
-.PHONY: all test deps deps-check bench-tok bench-train-cpu bench-pack record clean lint
+.PHONY: all test deps deps-check bench-tok bench-train-cpu bench-pack record clean lint \
+        check-cuda cuda-skip
 # Keep the objects: they are intermediates of pattern rules, which make would delete.
 .SECONDARY:
 all: $(BINS)
@@ -64,8 +68,45 @@ build/asan/bin/%: cmd/%.c $(ASAN_OBJ) $(LIB_HDR) | build/asan/bin
 build/asan/test/%: lib/%_test.c $(ASAN_OBJ) $(LIB_HDR) | build/asan/test
 	$(CC) $(ALLCFLAGS) $(ASANFLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS)
 
-bin build/rel build/asan build/asan/bin build/asan/test:
+bin build/rel build/asan build/asan/bin build/asan/test build/cuda:
 	mkdir -p $@
+
+# The CUDA backend (kernels/), built whenever nvcc is found, on PATH or in
+# /usr/local/cuda: the CI machine has it and no GPU, so the CUDA code is
+# compiled on every push, and bin/check-cuda prints a TAP skip there. sm_90 is
+# the H100/H200; the compute_90 PTX beside it lets newer GPUs JIT-compile it.
+# The tools do not link CUDA yet.
+ifeq ($(origin NVCC),undefined)
+NVCC := $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+endif
+ifneq ($(NVCC),)
+NVCCFLAGS := -O2 -g -std=c++17 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90 -Werror all-warnings \
+             -Xcompiler -Wall,-Wextra,-Werror -Ilib -Ikernels
+# Linked by the host C++ compiler, so the lib objects keep their LDLIBS as is;
+# the CUDA libraries come from nvcc's own toolkit, found again at run time by rpath.
+CUDA_LIB := $(abspath $(dir $(realpath $(NVCC)))../lib64)
+CUDA_LDLIBS := -L$(CUDA_LIB) -Wl,-rpath,$(CUDA_LIB) -lcublasLt -lcudart
+CUDA_HDR := $(wildcard kernels/*.h)
+CUDA_OBJ := $(patsubst kernels/%.cu,build/cuda/%.o,$(wildcard kernels/*.cu))
+CUDA_TESTS := bin/check-cuda
+
+all: bin/check-cuda
+
+build/cuda/%.o: kernels/%.cu $(CUDA_HDR) $(LIB_HDR) | build/cuda
+	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
+bin/check-cuda: $(CUDA_OBJ) $(REL_OBJ) | bin
+	$(CXX) -o $@ $(CUDA_OBJ) $(REL_OBJ) $(CUDA_LDLIBS) $(LDLIBS)
+
+check-cuda: bin/check-cuda
+	bin/check-cuda
+else
+all: cuda-skip
+cuda-skip:
+	@echo "nvcc not found: skipping the CUDA build (bin/check-cuda); NVCC=path/to/nvcc builds it"
+check-cuda:
+	@echo "nvcc not found: cannot build bin/check-cuda; NVCC=path/to/nvcc builds it" >&2; exit 1
+endif
 
 # Missing packages: install them when we are root, else print the one line needed.
 deps-check:
@@ -89,7 +130,7 @@ SH_TESTS := $(wildcard cmd/*_test.sh testdata/*_test.sh)
 test: deps-check
 	$(MAKE) --no-print-directory all $(ASAN_BINS) $(UNIT_BINS) $(VENV)/ok
 	GK_BIN=$(CURDIR)/build/asan/bin GK_VENV=$(CURDIR)/$(VENV) \
-	ASAN_OPTIONS=detect_leaks=1 prove -j2 --exec '' $(UNIT_BINS) $(SH_TESTS)
+	ASAN_OPTIONS=detect_leaks=1 prove -j2 --exec '' $(UNIT_BINS) $(SH_TESTS) $(CUDA_TESTS)
 
 bench-tok: deps-check all
 	sh pipelines/bench-tok.sh

@@ -1,0 +1,159 @@
+/* gemm: the linear layer's matrix products through cuBLASLt and the fp32 <->
+ * bf16 conversions; the contract is in gemm.h.
+ *
+ * cuBLASLt is column-major and our arrays are row-major. A row-major [r,c]
+ * matrix is, read column-major, its transpose [c,r] with leading dimension c,
+ * so each row-major product C = A B is issued as C^T = B^T A^T on the same
+ * memory, and no data is ever transposed. Each wrapper below spells out its
+ * column-major form.
+ *
+ * Compute type CUBLAS_COMPUTE_32F with bf16 A and B: products and sums in
+ * fp32, as torch's bf16 autocast does; alpha and beta are fp32. The algorithm
+ * is cuBLASLt's first heuristic choice for the shape, asked on every call: a
+ * few microseconds of host time, left for the step loop's profile to judge
+ * (a per-shape cache is the obvious next step, once there are measurements). */
+#include <stdint.h>
+
+#include "gemm.h"
+
+void gk_gemm_init(gk_gemm *g, gk_cu_arena *arena, cudaStream_t stream)
+{
+    GK_CUBLAS(cublasLtCreate(&g->lt));
+    g->stream = stream;
+    g->workspace = gk_cu_arena_alloc(arena, GK_GEMM_WORKSPACE);
+}
+
+void gk_gemm_destroy(gk_gemm *g) { GK_CUBLAS(cublasLtDestroy(g->lt)); }
+
+int gk_gemm_dims_ok(int in, int out) { return in > 0 && out > 0 && in % 8 == 0 && out % 8 == 0; }
+
+/* Die unless the shape and the pointers meet gemm.h's requirement. */
+static void require(const char *fn, int N, int in, int out, const void *a, const void *b,
+                    const void *c)
+{
+    char why[200];
+    if (N < 1 || !gk_gemm_dims_ok(in, out)) {
+        snprintf(why, sizeof why,
+                 "N %d, in %d, out %d: N must be positive, in and out multiples of 8 "
+                 "(the bf16 tensor-core kernels' leading dimensions)",
+                 N, in, out);
+        gk_cu_fail(fn, __FILE__, __LINE__, why);
+    }
+    if (((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16) {
+        snprintf(why, sizeof why, "operands %p, %p, %p: each must be 16-byte aligned", a, b, c);
+        gk_cu_fail(fn, __FILE__, __LINE__, why);
+    }
+}
+
+/* Column-major D [m,n] (=|+=) op(A) op(B), op(A) [m,k], op(B) [k,n], with
+ * leading dimensions lda, ldb, ldd. */
+static void lt_matmul(gk_gemm *g, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                      int k, const gk_bf16 *A, int lda, const gk_bf16 *B, int ldb, void *D,
+                      gk_out_type dt, int ldd, int accumulate)
+{
+    cublasLtMatmulDesc_t op;
+    GK_CUBLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    GK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    GK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+
+    /* A layout describes the stored matrix, before op(). */
+    cublasLtMatrixLayout_t la, lb, ld;
+    int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
+    int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
+    cudaDataType_t dtype = dt == GK_OUT_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    GK_CUBLAS(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, a_rows, a_cols, lda));
+    GK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, b_rows, b_cols, ldb));
+    GK_CUBLAS(cublasLtMatrixLayoutCreate(&ld, dtype, m, n, ldd));
+
+    cublasLtMatmulPreference_t pref;
+    size_t ws = GK_GEMM_WORKSPACE;
+    GK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    GK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    cublasLtMatmulHeuristicResult_t heur;
+    int found = 0;
+    GK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(g->lt, op, la, lb, ld, ld, pref, 1, &heur, &found));
+    if (found < 1) {
+        char why[120];
+        snprintf(why, sizeof why, "no algorithm for m %d, n %d, k %d", m, n, k);
+        gk_cu_fail("cublasLtMatmulAlgoGetHeuristic", __FILE__, __LINE__, why);
+    }
+
+    /* D is also C: beta 1 reads it back, which is how "adds into" is done. */
+    float alpha = 1, beta = accumulate ? 1 : 0;
+    GK_CUBLAS(cublasLtMatmul(g->lt, op, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &heur.algo,
+                             g->workspace, ws, g->stream));
+
+    /* Descriptors are host objects, read at enqueue time: free to go now. */
+    GK_CUBLAS(cublasLtMatmulPreferenceDestroy(pref));
+    GK_CUBLAS(cublasLtMatrixLayoutDestroy(ld));
+    GK_CUBLAS(cublasLtMatrixLayoutDestroy(lb));
+    GK_CUBLAS(cublasLtMatrixLayoutDestroy(la));
+    GK_CUBLAS(cublasLtMatmulDescDestroy(op));
+}
+
+void gk_gemm_linear_fwd(gk_gemm *g, void *y, gk_out_type yt, const gk_bf16 *x,
+                        const gk_bf16 *w, int N, int in, int out, int accumulate)
+{
+    require("gk_gemm_linear_fwd", N, in, out, y, x, w);
+    /* y^T [out,N] = W [out,in] x^T [in,N]: W is stored as W^T [in,out], ld in. */
+    lt_matmul(g, CUBLAS_OP_T, CUBLAS_OP_N, out, N, in, w, in, x, in, y, yt, out, accumulate);
+}
+
+void gk_gemm_linear_bwd_dx(gk_gemm *g, void *dx, gk_out_type dxt, const gk_bf16 *dy,
+                           const gk_bf16 *w, int N, int in, int out, int accumulate)
+{
+    require("gk_gemm_linear_bwd_dx", N, in, out, dx, dy, w);
+    /* dx^T [in,N] = W^T [in,out] dy^T [out,N]: both as stored. */
+    lt_matmul(g, CUBLAS_OP_N, CUBLAS_OP_N, in, N, out, w, in, dy, out, dx, dxt, in, accumulate);
+}
+
+void gk_gemm_linear_bwd_dw(gk_gemm *g, void *dw, gk_out_type dwt, const gk_bf16 *dy,
+                           const gk_bf16 *x, int N, int in, int out, int accumulate)
+{
+    require("gk_gemm_linear_bwd_dw", N, in, out, dw, dy, x);
+    /* dW^T [in,out] = x^T [in,N] dy [N,out]: dy is stored as dy^T [out,N], ld out. */
+    lt_matmul(g, CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, x, in, dy, out, dw, dwt, in, accumulate);
+}
+
+/* Conversions: grid-stride loops, so one launch shape serves any n. 256
+ * threads, and at most 8 blocks per SM of a 132-SM H100 worth of blocks:
+ * enough to saturate memory bandwidth on an elementwise copy. */
+#define CONV_THREADS 256
+#define CONV_MAX_BLOCKS 1056
+
+static unsigned conv_blocks(size_t n)
+{
+    size_t b = (n + CONV_THREADS - 1) / CONV_THREADS;
+    return (unsigned)(b < CONV_MAX_BLOCKS ? b : CONV_MAX_BLOCKS);
+}
+
+static __global__ void f32_to_bf16_kernel(gk_bf16 *dst, const float *src, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __float2bfloat16_rn(src[i]);
+}
+
+static __global__ void bf16_to_f32_kernel(float *dst, const gk_bf16 *src, size_t n)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __bfloat162float(src[i]);
+}
+
+void gk_f32_to_bf16(gk_bf16 *dst, const float *src, size_t n, cudaStream_t stream)
+{
+    if (!n)
+        return; /* a launch of 0 blocks is an error */
+    f32_to_bf16_kernel<<<conv_blocks(n), CONV_THREADS, 0, stream>>>(dst, src, n);
+    GK_CU(cudaGetLastError());
+}
+
+void gk_bf16_to_f32(float *dst, const gk_bf16 *src, size_t n, cudaStream_t stream)
+{
+    if (!n)
+        return;
+    bf16_to_f32_kernel<<<conv_blocks(n), CONV_THREADS, 0, stream>>>(dst, src, n);
+    GK_CU(cudaGetLastError());
+}
