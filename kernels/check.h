@@ -29,7 +29,14 @@
 #define GK_CHECKS(X) \
     X(convert)       \
     X(gemm_dims)     \
-    X(gemm)
+    X(gemm)          \
+    X(embed)         \
+    X(rmsnorm)       \
+    X(rope)          \
+    X(act)           \
+    X(softcap_ce)    \
+    X(scale_add)     \
+    X(adam)
 
 typedef void (*gk_check_fn)(gk_cu_arena *arena);
 #define GK_CHECK_DECLARE(name) void gk_check_##name(gk_cu_arena *arena);

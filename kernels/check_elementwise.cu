@@ -1,0 +1,391 @@
+/* check_elementwise: the kernels of elementwise.cu against their CPU twins in
+ * lib/ops.h, registered in check.h's GK_CHECKS and run by bin/check-cuda.
+ *
+ * Each check runs the CPU function and the kernel on the same random values
+ * (normal, never zero), on several shapes, among them widths that are not
+ * multiples of the block (256) or the warp, single rows and single tokens.
+ * Outputs that a kernel overwrites start poisoned (NaN); outputs it adds into
+ * start from random values on both sides; where the contract lets an output
+ * alias an input, the aliased call is checked too.
+ *
+ * Bounds (max relative error per element, floored by the output's RMS, as
+ * gk_check_rel_err measures it):
+ * - 0, bit-identical, where both sides do the same float operations in the
+ *   same order: the embedding (copies, and the adds of a token's rows in row
+ *   order), and rotary, relu^2/leaky^2, scale-and-add's y and dx, where the
+ *   kernels spell the reference's products and sums unfused (__fmul_rn...).
+ * - 1e-6 for RMSNorm and scale-and-add's ds: their sums are in double on
+ *   both sides but in different orders, so a rounded float may differ by an
+ *   ulp (1.2e-7 relative). Adam does the CPU's double operations one for one,
+ *   unfused, and should match bit for bit; it too is held to 1e-6, and its
+ *   TAP line prints the error, so a 0 there confirms it.
+ * - 1e-5 for SwiGLU: CUDA's expf is within 2 ulp of glibc's, and the
+ *   quotient and products that follow add a few ulp more.
+ * - softcap cross-entropy, 1e-5 for the losses and 1e-4 for dz: tanhf and
+ *   expf differ from glibc's by up to 2 ulp; the exponent l - lse has an
+ *   absolute size up to twice the cap (30), so an ulp of l (about 2e-6 there)
+ *   becomes a relative error of that size in exp, and 1 - th^2 amplifies
+ *   errors in th by up to 1 / (1 - th^2) for the largest logits. */
+#include <math.h>
+#include <string.h>
+
+#include "check.h"
+#include "elementwise.h"
+
+static void *xalloc(size_t bytes)
+{
+    void *p = calloc(bytes ? bytes : 1, 1);
+    if (!p)
+        gk_cu_fail("calloc", __FILE__, __LINE__, "out of host memory");
+    return p;
+}
+
+static float *up(gk_cu_arena *a, const float *h, size_t n)
+{
+    return (float *)gk_check_upload(a, h, n, GK_OUT_F32);
+}
+
+static void *up_bytes(gk_cu_arena *a, const void *h, size_t bytes)
+{
+    void *d = gk_cu_arena_alloc(a, bytes);
+    GK_CU(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+
+static float *down(const float *d, size_t n) { return gk_check_download(d, n, GK_OUT_F32); }
+
+/* Compare device floats with the host's, free the download, return the error. */
+static double err_of(const float *dev, const float *want, size_t n)
+{
+    float *got = down(dev, n);
+    double e = gk_check_rel_err(got, want, n);
+    free(got);
+    return e;
+}
+
+/* A copy of n host floats. */
+static float *dup_f(const float *h, size_t n)
+{
+    float *c = (float *)xalloc(n * sizeof *c);
+    memcpy(c, h, n * sizeof *c);
+    return c;
+}
+
+/* N tokens in 0..V-1, drawn from the normal generator; about a third are
+ * token V/2, so the embedding backward sees a long run of one token (the
+ * serial case) besides short ones. */
+static int *rand_tokens(int N, int V)
+{
+    float *r = gk_check_randn((size_t)N, 1.0);
+    int *t = (int *)xalloc((size_t)N * sizeof *t);
+    for (int n = 0; n < N; n++)
+        t[n] = fabsf(r[n]) < 0.43f ? V / 2 : (int)(fabsf(r[n]) * 7919.0f) % V;
+    free(r);
+    return t;
+}
+
+/* ---- embedding ------------------------------------------------------------- */
+
+void gk_check_embed(gk_cu_arena *arena)
+{
+    static const struct {
+        int N, C, V;
+    } shapes[] = {{1, 8, 5}, {37, 100, 13}, {1000, 512, 1024}, {4099, 257, 50}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s].N, C = shapes[s].C, V = shapes[s].V;
+        size_t ny = (size_t)N * C, nw = (size_t)V * C;
+        float *wte = gk_check_randn(nw, 1.0), *dy = gk_check_randn(ny, 1.0);
+        float *dwte = gk_check_randn(nw, 1.0), *y = (float *)xalloc(ny * sizeof *y);
+        int *tok = rand_tokens(N, V);
+        int *dtok = (int *)up_bytes(arena, tok, (size_t)N * sizeof *tok);
+
+        float *d_wte = up(arena, wte, nw), *d_y = (float *)gk_check_poisoned(arena, ny * 4);
+        gk_embed_fwd_f32(y, wte, tok, N, C);
+        GK_CU(gk_cu_embed_fwd(d_y, d_wte, dtok, N, C, 0));
+        double e = err_of(d_y, y, ny);
+        GK_OK(e == 0, "embed fwd, N %d C %d vocab %d: max rel err %.3g (bound 0)", N, C, V, e);
+
+        float *d_dwte = up(arena, dwte, nw), *d_dy = up(arena, dy, ny);
+        void *work = gk_cu_arena_alloc(arena, gk_cu_embed_bwd_workspace(N, V));
+        gk_embed_bwd_f32(dwte, dy, tok, N, C);
+        GK_CU(gk_cu_embed_bwd(d_dwte, d_dy, dtok, N, C, V, work, 0));
+        e = err_of(d_dwte, dwte, nw);
+        GK_OK(e == 0, "embed bwd (+=), N %d C %d vocab %d: max rel err %.3g (bound 0)", N, C, V,
+              e);
+        free(wte), free(dy), free(dwte), free(y), free(tok);
+    }
+}
+
+/* ---- rmsnorm --------------------------------------------------------------- */
+
+void gk_check_rmsnorm(gk_cu_arena *arena)
+{
+    static const struct {
+        int N, C;
+    } shapes[] = {{1, 8}, {7, 100}, {300, 512}, {33, 1000}, {64, 2049}};
+    const double bound = 1e-6;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s].N, C = shapes[s].C;
+        size_t n = (size_t)N * C;
+        float *x = gk_check_randn(n, 3.0), *dy = gk_check_randn(n, 1.0);
+        float *dx = gk_check_randn(n, 1.0), *y = (float *)xalloc(n * 4);
+        float *rstd = (float *)xalloc((size_t)N * 4);
+        gk_rmsnorm_fwd_f32(y, rstd, x, N, C, GK_RMSNORM_EPS);
+
+        float *d_x = up(arena, x, n), *d_y = (float *)gk_check_poisoned(arena, n * 4);
+        float *d_r = (float *)gk_check_poisoned(arena, (size_t)N * 4);
+        GK_CU(gk_cu_rmsnorm_fwd(d_y, d_r, d_x, N, C, GK_RMSNORM_EPS, 0));
+        double ey = err_of(d_y, y, n), er = err_of(d_r, rstd, (size_t)N);
+        GK_OK(ey <= bound && er <= bound,
+              "rmsnorm fwd, N %d C %d: max rel err y %.3g rstd %.3g (bound %g)", N, C, ey, er,
+              bound);
+        /* In place (y = x), without rstd. */
+        GK_CU(gk_cu_rmsnorm_fwd(d_x, NULL, d_x, N, C, GK_RMSNORM_EPS, 0));
+        ey = err_of(d_x, y, n);
+        GK_OK(ey <= bound, "rmsnorm fwd in place, N %d C %d: max rel err %.3g (bound %g)", N, C,
+              ey, bound);
+
+        /* The backward from the CPU's y and rstd, so both sides see the same. */
+        float *d_dx = up(arena, dx, n), *d_dy = up(arena, dy, n);
+        float *d_yc = up(arena, y, n), *d_rc = up(arena, rstd, (size_t)N);
+        gk_rmsnorm_bwd_f32(dx, dy, y, rstd, N, C);
+        GK_CU(gk_cu_rmsnorm_bwd(d_dx, d_dy, d_yc, d_rc, N, C, 0));
+        double e = err_of(d_dx, dx, n);
+        GK_OK(e <= bound, "rmsnorm bwd (+=), N %d C %d: max rel err %.3g (bound %g)", N, C, e,
+              bound);
+        free(x), free(dy), free(dx), free(y), free(rstd);
+    }
+}
+
+/* ---- rotary ---------------------------------------------------------------- */
+
+void gk_check_rope(gk_cu_arena *arena)
+{
+    static const struct {
+        int B, T, H, D, r;
+    } shapes[] = {{1, 1, 1, 8, 8}, {2, 5, 3, 16, 8}, {2, 37, 4, 64, 64}, {1, 100, 6, 66, 32},
+                  {3, 129, 2, 128, 16}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int B = shapes[s].B, T = shapes[s].T, H = shapes[s].H, D = shapes[s].D,
+            r = shapes[s].r;
+        size_t n = (size_t)B * T * H * D, nt = (size_t)T * (r / 2);
+        float *cs = (float *)xalloc(nt * 4), *sn = (float *)xalloc(nt * 4);
+        gk_rope_table_f32(cs, sn, T, r, 10000.0);
+        float *x = gk_check_randn(n, 1.0), *dy = gk_check_randn(n, 1.0);
+        float *dx = gk_check_randn(n, 1.0), *y = (float *)xalloc(n * 4);
+        gk_rope_fwd_f32(y, x, cs, sn, B, T, H, D, r);
+
+        float *d_cs = up(arena, cs, nt), *d_sn = up(arena, sn, nt), *d_x = up(arena, x, n);
+        float *d_y = (float *)gk_check_poisoned(arena, n * 4);
+        GK_CU(gk_cu_rope_fwd(d_y, d_x, d_cs, d_sn, B, T, H, D, r, 0));
+        double e = err_of(d_y, y, n);
+        GK_OK(e == 0, "rope fwd, B %d T %d H %d D %d rope_dims %d: max rel err %.3g (bound 0)",
+              B, T, H, D, r, e);
+        GK_CU(gk_cu_rope_fwd(d_x, d_x, d_cs, d_sn, B, T, H, D, r, 0));
+        e = err_of(d_x, y, n);
+        GK_OK(e == 0, "rope fwd in place, B %d T %d H %d D %d rope_dims %d: max rel err %.3g "
+                      "(bound 0)", B, T, H, D, r, e);
+
+        float *d_dx = up(arena, dx, n), *d_dy = up(arena, dy, n);
+        gk_rope_bwd_f32(dx, dy, cs, sn, B, T, H, D, r);
+        GK_CU(gk_cu_rope_bwd(d_dx, d_dy, d_cs, d_sn, B, T, H, D, r, 0));
+        e = err_of(d_dx, dx, n);
+        GK_OK(e == 0, "rope bwd (+=), B %d T %d H %d D %d rope_dims %d: max rel err %.3g "
+                      "(bound 0)", B, T, H, D, r, e);
+        free(cs), free(sn), free(x), free(dy), free(dx), free(y);
+    }
+}
+
+/* ---- activations ----------------------------------------------------------- */
+
+void gk_check_act(gk_cu_arena *arena)
+{
+    static const struct {
+        int N, F;
+    } shapes[] = {{1, 1}, {7, 100}, {300, 1536}, {33, 257}};
+    static const struct {
+        gk_act act;
+        const char *name;
+        double bound;
+    } acts[] = {{GK_OP_RELU2, "relu2", 0}, {GK_OP_LEAKY2, "leaky2", 0},
+                {GK_OP_SWIGLU, "swiglu", 1e-5}};
+    for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            gk_act act = acts[a].act;
+            int N = shapes[s].N, F = shapes[s].F;
+            size_t ny = (size_t)N * F, nx = act == GK_OP_SWIGLU ? 2 * ny : ny;
+            float *x = gk_check_randn(nx, 2.0), *dy = gk_check_randn(ny, 1.0);
+            float *dx = gk_check_randn(nx, 1.0), *y = (float *)xalloc(ny * 4);
+            gk_act_fwd_f32(y, x, N, F, act);
+            float *d_x = up(arena, x, nx), *d_y = (float *)gk_check_poisoned(arena, ny * 4);
+            GK_CU(gk_cu_act_fwd(d_y, d_x, N, F, act, 0));
+            double e = err_of(d_y, y, ny), bound = acts[a].bound;
+            GK_OK(e <= bound, "%s fwd, N %d F %d: max rel err %.3g (bound %g)", acts[a].name, N,
+                  F, e, bound);
+
+            float *d_dx = up(arena, dx, nx), *d_dy = up(arena, dy, ny);
+            gk_act_bwd_f32(dx, dy, x, N, F, act);
+            GK_CU(gk_cu_act_bwd(d_dx, d_dy, d_x, N, F, act, 0));
+            e = err_of(d_dx, dx, nx);
+            GK_OK(e <= bound, "%s bwd (+=), N %d F %d: max rel err %.3g (bound %g)",
+                  acts[a].name, N, F, e, bound);
+            free(x), free(dy), free(dx), free(y);
+        }
+}
+
+/* ---- softcapped cross-entropy ---------------------------------------------- */
+
+/* gk_check_rel_err for doubles: |got - want| / (|want| + rms(want)). */
+static double rel_err_d(const double *got, const double *want, size_t n)
+{
+    double ss = 0, worst = 0;
+    for (size_t i = 0; i < n; i++)
+        ss += want[i] * want[i];
+    double rms = n ? sqrt(ss / (double)n) : 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs(got[i] - want[i]) / (fabs(want[i]) + rms);
+        if (!(e <= worst))
+            worst = isfinite(e) ? e : INFINITY;
+    }
+    return worst;
+}
+
+void gk_check_softcap_ce(gk_cu_arena *arena)
+{
+    static const struct {
+        int N, V;
+    } shapes[] = {{1, 5}, {7, 1024}, {300, 1000}, {64, 50257}};
+    const double cap = 30, dloss = 1.7, bound_loss = 1e-5, bound_dz = 1e-4;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s].N, V = shapes[s].V;
+        size_t n = (size_t)N * V;
+        /* Logits of scale 10: tanh's curve matters, some reach past the cap. */
+        float *z = gk_check_randn(n, 10.0), *dz = (float *)xalloc(n * 4);
+        double *loss = (double *)xalloc((size_t)N * 8), *got = (double *)xalloc((size_t)N * 8);
+        int *tgt = rand_tokens(N, V);
+        double mean = gk_softcap_ce_f32(dz, loss, z, tgt, N, V, cap, dloss);
+
+        int *d_t = (int *)up_bytes(arena, tgt, (size_t)N * sizeof *tgt);
+        float *d_z = up(arena, z, n), *d_dz = (float *)gk_check_poisoned(arena, n * 4);
+        double *d_loss = (double *)gk_check_poisoned(arena, (size_t)N * 8);
+        double *d_mean = (double *)gk_check_poisoned(arena, 8), gmean;
+
+        /* The loss alone (dz NULL), then dz in a separate buffer, then in place. */
+        GK_CU(gk_cu_softcap_ce(NULL, d_loss, d_mean, d_z, d_t, N, V, cap, dloss, 0));
+        GK_CU(cudaMemcpy(got, d_loss, (size_t)N * 8, cudaMemcpyDeviceToHost));
+        GK_CU(cudaMemcpy(&gmean, d_mean, 8, cudaMemcpyDeviceToHost));
+        double el = rel_err_d(got, loss, (size_t)N), em = rel_err_d(&gmean, &mean, 1);
+        GK_OK(el <= bound_loss && em <= bound_loss,
+              "softcap ce loss only, N %d V %d: max rel err row losses %.3g mean %.3g (bound %g)",
+              N, V, el, em, bound_loss);
+
+        GK_CU(gk_cu_softcap_ce(d_dz, d_loss, NULL, d_z, d_t, N, V, cap, dloss, 0));
+        double e = err_of(d_dz, dz, n);
+        GK_OK(e <= bound_dz, "softcap ce dz, N %d V %d: max rel err %.3g (bound %g)", N, V, e,
+              bound_dz);
+
+        GK_CU(gk_cu_softcap_ce(d_z, d_loss, NULL, d_z, d_t, N, V, cap, dloss, 0));
+        GK_CU(cudaMemcpy(got, d_loss, (size_t)N * 8, cudaMemcpyDeviceToHost));
+        e = err_of(d_z, dz, n);
+        el = rel_err_d(got, loss, (size_t)N);
+        GK_OK(e <= bound_dz && el <= bound_loss,
+              "softcap ce dz in place of z, N %d V %d: max rel err dz %.3g (bound %g) losses "
+              "%.3g (bound %g)", N, V, e, bound_dz, el, bound_loss);
+        free(z), free(dz), free(loss), free(got), free(tgt);
+    }
+}
+
+/* ---- scale by a vector ----------------------------------------------------- */
+
+void gk_check_scale_add(gk_cu_arena *arena)
+{
+    static const struct {
+        int N, C, group;
+    } shapes[] = {{1, 8, 1}, {37, 100, 1}, {300, 512, 1}, {1000, 512, 64}, {257, 96, 32},
+                  {4099, 300, 3}};
+    const double bound_ds = 1e-6;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s].N, C = shapes[s].C, g = shapes[s].group;
+        size_t n = (size_t)N * C, ns = (size_t)(C / g);
+        float *x = gk_check_randn(n, 1.0), *y = gk_check_randn(n, 1.0);
+        float *sc = gk_check_randn(ns, 1.0), *dy = gk_check_randn(n, 1.0);
+        float *dx = gk_check_randn(n, 1.0), *ds = gk_check_randn(ns, 1.0);
+        float *d_x = up(arena, x, n), *d_y = up(arena, y, n), *d_s = up(arena, sc, ns);
+        gk_scale_add_fwd_f32(y, x, sc, N, C, g);
+        GK_CU(gk_cu_scale_add_fwd(d_y, d_x, d_s, N, C, g, 0));
+        double e = err_of(d_y, y, n);
+        GK_OK(e == 0, "scale_add fwd (+=), N %d C %d group %d: max rel err %.3g (bound 0)", N,
+              C, g, e);
+
+        /* Both gradients, then each alone (the other NULL). */
+        void *work = gk_cu_arena_alloc(arena, gk_cu_scale_add_bwd_workspace(N, C));
+        float *d_dy = up(arena, dy, n), *d_dx = up(arena, dx, n), *d_ds = up(arena, ds, ns);
+        float *dx1 = dup_f(dx, n), *ds1 = dup_f(ds, ns);
+        gk_scale_add_bwd_f32(dx, ds, dy, x, sc, N, C, g);
+        GK_CU(gk_cu_scale_add_bwd(d_dx, d_ds, d_dy, d_x, d_s, N, C, g, work, 0));
+        double ex = err_of(d_dx, dx, n), es = err_of(d_ds, ds, ns);
+        GK_OK(ex == 0 && es <= bound_ds,
+              "scale_add bwd (+=), N %d C %d group %d: max rel err dx %.3g (bound 0) ds %.3g "
+              "(bound %g)", N, C, g, ex, es, bound_ds);
+
+        GK_CU(cudaMemcpy(d_dx, dx1, n * 4, cudaMemcpyHostToDevice));
+        GK_CU(cudaMemcpy(d_ds, ds1, ns * 4, cudaMemcpyHostToDevice));
+        gk_scale_add_bwd_f32(dx1, NULL, dy, x, sc, N, C, g);
+        gk_scale_add_bwd_f32(NULL, ds1, dy, x, sc, N, C, g);
+        GK_CU(gk_cu_scale_add_bwd(d_dx, NULL, d_dy, d_x, d_s, N, C, g, work, 0));
+        GK_CU(gk_cu_scale_add_bwd(NULL, d_ds, d_dy, d_x, d_s, N, C, g, work, 0));
+        ex = err_of(d_dx, dx1, n), es = err_of(d_ds, ds1, ns);
+        GK_OK(ex == 0 && es <= bound_ds,
+              "scale_add bwd, one gradient at a time, N %d C %d group %d: max rel err dx %.3g "
+              "ds %.3g", N, C, g, ex, es);
+        free(x), free(y), free(sc), free(dy), free(dx), free(ds), free(dx1), free(ds1);
+    }
+}
+
+/* ---- Adam ------------------------------------------------------------------ */
+
+/* lib/optim.c's adam_tensor, which is static there: the same loop, written
+ * again as the reference (its file comment cites torch's fused Adam). */
+static void adam_ref(float *w, const float *g, float *m, float *v, size_t n, double lr,
+                     double b1, double b2, double eps, double wd, long long t)
+{
+    double decay = 1 - lr * wd;
+    double step_size = lr / (1 - pow(b1, (double)t));
+    double bc2_sqrt = sqrt(1 - pow(b2, (double)t));
+    for (size_t i = 0; i < n; i++) {
+        double gi = g[i];
+        m[i] = (float)(b1 * m[i] + (1 - b1) * gi);
+        v[i] = (float)(b2 * v[i] + (1 - b2) * gi * gi);
+        double x = (double)w[i] * decay;
+        x -= step_size * m[i] / (sqrt((double)v[i]) / bc2_sqrt + eps);
+        w[i] = (float)x;
+    }
+}
+
+/* Three steps from zero moments, a fresh gradient each, with and without
+ * weight decay; parameters and both moments compared. */
+void gk_check_adam(gk_cu_arena *arena)
+{
+    static const size_t sizes[] = {1, 1000, 1000003};
+    const double lr = 0.05, b1 = 0.9, b2 = 0.95, eps = 1e-8, bound = 1e-6;
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (int dec = 0; dec < 2; dec++) {
+            size_t n = sizes[s];
+            double wd = dec ? 0.1 : 0;
+            float *w = gk_check_randn(n, 1.0), *m = (float *)xalloc(n * 4),
+                  *v = (float *)xalloc(n * 4);
+            float *d_w = up(arena, w, n), *d_m = up(arena, m, n), *d_v = up(arena, v, n);
+            for (long long t = 1; t <= 3; t++) {
+                float *g = gk_check_randn(n, 0.1);
+                float *d_g = up(arena, g, n);
+                adam_ref(w, g, m, v, n, lr, b1, b2, eps, wd, t);
+                GK_CU(gk_cu_adam(d_w, d_g, d_m, d_v, n, lr, b1, b2, eps, wd, t, 0));
+                free(g);
+            }
+            double ew = err_of(d_w, w, n), em = err_of(d_m, m, n), ev = err_of(d_v, v, n);
+            GK_OK(ew <= bound && em <= bound && ev <= bound,
+                  "adam, 3 steps, n %zu wd %g: max rel err w %.3g m %.3g v %.3g (bound %g)", n,
+                  wd, ew, em, ev, bound);
+            free(w), free(m), free(v);
+        }
+}

@@ -1,0 +1,109 @@
+/* elementwise: the CUDA kernels of the layers that are not matrix products
+ * (embedding, RMSNorm, rotary, the feed-forward activations, the softcapped
+ * cross-entropy, scale-and-add, Adam), float32 in and out.
+ *
+ * Every launcher has the contract of its CPU twin in lib/ops.h (or, for Adam,
+ * lib/optim.c's adam_tensor), so kernels/check_elementwise.cu compares them
+ * 1:1: same shapes, same "overwrites" or "adds into", same aliasing rules,
+ * same NULL gradients. All pointers are device pointers; every launcher
+ * enqueues on STREAM, allocates nothing (the few that need scratch take a
+ * caller-owned workspace whose size a *_workspace function gives, so the
+ * training loop's memory plan is sized once) and returns cudaGetLastError()
+ * after its launches, so the caller names the failing call in its error check.
+ *
+ * Determinism: no kernel uses floating-point atomics. Every sum is computed by
+ * one thread in a fixed order or by a tree whose shape depends only on the
+ * problem size, never on scheduling, so two runs give the same bits. The sums
+ * that feed the loss or a parameter gradient accumulate in double, as the CPU
+ * reference does. Where the reference's float arithmetic is cheap to mirror,
+ * the kernels use round-to-nearest intrinsics (__fmul_rn, __fadd_rn) so nvcc
+ * does not contract a*b+c into one FMA: the CPU build has no FMA, and a fused
+ * rounding shows up as a large relative error where the sum cancels (rotary,
+ * the RMSNorm backward). */
+#ifndef GK_ELEMENTWISE_H
+#define GK_ELEMENTWISE_H
+
+#include <cuda_runtime_api.h>
+#include <stddef.h>
+
+/* ops.h has no extern "C" of its own: included from C++ (nvcc), its
+ * declarations must still name the C functions of lib/ops.c. */
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "ops.h"
+
+/* Token embedding, as gk_embed_fwd_f32: y [N,C] = wte[tokens[n]]. */
+cudaError_t gk_cu_embed_fwd(float *y, const float *wte, const int *tokens, int N, int C,
+                            cudaStream_t stream);
+
+/* Embedding backward, as gk_embed_bwd_f32: dwte[tokens[n]] += dy[n], tokens
+ * in 0..vocab-1, the rows with the same token added in row order (so the
+ * result equals the CPU's bit for bit). It stably sorts the positions by token
+ * (cub's radix sort), then one block per distinct token walks its positions in
+ * order; no atomics. work holds gk_cu_embed_bwd_workspace(N, vocab) bytes. */
+size_t gk_cu_embed_bwd_workspace(int N, int vocab);
+cudaError_t gk_cu_embed_bwd(float *dwte, const float *dy, const int *tokens, int N, int C,
+                            int vocab, void *work, cudaStream_t stream);
+
+/* RMSNorm without weight, as gk_rmsnorm_fwd_f32 / gk_rmsnorm_bwd_f32: one
+ * block per row, the sum of squares (and of dy y) in double. y may alias x;
+ * rstd [N] may be NULL in the forward. */
+cudaError_t gk_cu_rmsnorm_fwd(float *y, float *rstd, const float *x, int N, int C,
+                              double eps, cudaStream_t stream);
+cudaError_t gk_cu_rmsnorm_bwd(float *dx, const float *dy, const float *y, const float *rstd,
+                              int N, int C, cudaStream_t stream);
+
+/* Rotary embedding, half-split with partial rope_dims, as gk_rope_fwd_f32 /
+ * gk_rope_bwd_f32, on the tables of gk_rope_table_f32 (copied to the device).
+ * y may alias x; dx must not alias dy. */
+cudaError_t gk_cu_rope_fwd(float *y, const float *x, const float *cos, const float *sin,
+                           int B, int T, int H, int D, int rope_dims, cudaStream_t stream);
+cudaError_t gk_cu_rope_bwd(float *dx, const float *dy, const float *cos, const float *sin,
+                           int B, int T, int H, int D, int rope_dims, cudaStream_t stream);
+
+/* Feed-forward activation, as gk_act_fwd_f32 / gk_act_bwd_f32 (x [N,2F] for
+ * swiglu, gate first). */
+cudaError_t gk_cu_act_fwd(float *y, const float *x, int N, int F, gk_act act,
+                          cudaStream_t stream);
+cudaError_t gk_cu_act_bwd(float *dx, const float *dy, const float *x, int N, int F,
+                          gk_act act, cudaStream_t stream);
+
+/* Softcapped cross-entropy, forward and backward fused, as gk_softcap_ce_f32:
+ * one block per row. losses [N] (required) receives each row's loss in
+ * double; dz [N,V] (NULL for the loss alone) receives dloss * d(mean)/dz and
+ * may alias z. When mean is not NULL, a second one-block kernel writes the
+ * mean of losses into *mean (one double on the device), summed by a tree of
+ * fixed shape: the same bits every run, within rounding of the CPU's
+ * sequential sum. */
+cudaError_t gk_cu_softcap_ce(float *dz, double *losses, double *mean, const float *z,
+                             const int *targets, int N, int V, double cap, double dloss,
+                             cudaStream_t stream);
+
+/* y[n,c] += s[c/group] x[n,c], as gk_scale_add_fwd_f32. */
+cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N, int C,
+                                int group, cudaStream_t stream);
+/* Backward, as gk_scale_add_bwd_f32: dx += s dy (dx may be NULL), ds[j] +=
+ * sum of x dy over its channels (ds may be NULL). ds is reduced in two
+ * passes: partial sums of fixed chunks of rows per channel (in double, rows
+ * in order), then one block per entry of s sums its chunks and channels by a
+ * fixed tree. work holds gk_cu_scale_add_bwd_workspace(N, C) bytes. */
+size_t gk_cu_scale_add_bwd_workspace(int N, int C);
+cudaError_t gk_cu_scale_add_bwd(float *dx, float *ds, const float *dy, const float *x,
+                                const float *s, int N, int C, int group, void *work,
+                                cudaStream_t stream);
+
+/* One Adam step over a flat buffer of n parameters at step t (1-based), as
+ * lib/optim.c's adam_tensor (torch's fused Adam): m, v updated and stored in
+ * float, the parameter update formed in double from the stored moments,
+ * w *= 1 - lr wd first (AdamW's decoupled decay; wd 0 is torch's Adam). */
+cudaError_t gk_cu_adam(float *w, const float *g, float *m, float *v, size_t n, double lr,
+                       double beta1, double beta2, double eps, double wd, long long t,
+                       cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
