@@ -36,7 +36,8 @@
     X(act)           \
     X(softcap_ce)    \
     X(scale_add)     \
-    X(adam)
+    X(adam)          \
+    X(attention)
 
 typedef void (*gk_check_fn)(gk_cu_arena *arena);
 #define GK_CHECK_DECLARE(name) void gk_check_##name(gk_cu_arena *arena);
