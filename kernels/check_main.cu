@@ -179,7 +179,10 @@ double gk_check_rel_err(const float *got, const float *want, size_t n)
         ss += (double)want[i] * want[i];
     double rms = n ? sqrt(ss / (double)n) : 0, worst = 0;
     for (size_t i = 0; i < n; i++) {
-        double e = fabs((double)got[i] - want[i]) / (fabs((double)want[i]) + rms);
+        /* Equal values are no error, even where want and its RMS are both 0
+         * (a relu of negative inputs); a NaN difference stays NaN. */
+        double d = fabs((double)got[i] - want[i]);
+        double e = d == 0 ? 0 : d / (fabs((double)want[i]) + rms);
         if (!(e <= worst)) /* NaN too */
             worst = isfinite(e) ? e : INFINITY;
     }
