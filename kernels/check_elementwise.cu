@@ -31,6 +31,9 @@
 
 #include "check.h"
 #include "elementwise.h"
+extern "C" {
+#include "optim.h" /* gk_adam_step: the reference of the Adam kernel */
+}
 
 static void *xalloc(size_t bytes)
 {
@@ -344,24 +347,6 @@ void gk_check_scale_add(gk_cu_arena *arena)
 
 /* ---- Adam ------------------------------------------------------------------ */
 
-/* lib/optim.c's adam_tensor, which is static there: the same loop, written
- * again as the reference (its file comment cites torch's fused Adam). */
-static void adam_ref(float *w, const float *g, float *m, float *v, size_t n, double lr,
-                     double b1, double b2, double eps, double wd, long long t)
-{
-    double decay = 1 - lr * wd;
-    double step_size = lr / (1 - pow(b1, (double)t));
-    double bc2_sqrt = sqrt(1 - pow(b2, (double)t));
-    for (size_t i = 0; i < n; i++) {
-        double gi = g[i];
-        m[i] = (float)(b1 * m[i] + (1 - b1) * gi);
-        v[i] = (float)(b2 * v[i] + (1 - b2) * gi * gi);
-        double x = (double)w[i] * decay;
-        x -= step_size * m[i] / (sqrt((double)v[i]) / bc2_sqrt + eps);
-        w[i] = (float)x;
-    }
-}
-
 /* Three steps from zero moments, a fresh gradient each, with and without
  * weight decay; parameters and both moments compared. */
 void gk_check_adam(gk_cu_arena *arena)
@@ -378,7 +363,7 @@ void gk_check_adam(gk_cu_arena *arena)
             for (long long t = 1; t <= 3; t++) {
                 float *g = gk_check_randn(n, 0.1);
                 float *d_g = up(arena, g, n);
-                adam_ref(w, g, m, v, n, lr, b1, b2, eps, wd, t);
+                gk_adam_step(w, g, m, v, n, lr, b1, b2, eps, wd, t);
                 GK_CU(gk_cu_adam(d_w, d_g, d_m, d_v, n, lr, b1, b2, eps, wd, t, 0));
                 free(g);
             }

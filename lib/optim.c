@@ -292,14 +292,10 @@ static double adam_lr(const gk_config *c, gk_param_group g)
     }
 }
 
-/* torch's fused Adam (adam_math in fused_adam_utils.cuh) for one tensor at
- * step t: the moments are updated and stored in float, the parameter update
- * is formed in double from the stored moments and rounded once. */
-static void adam_tensor(const gk_config *c, float *w, const float *g, float *m, float *v,
-                        size_t n, double lr, int64_t t)
+void gk_adam_step(float *w, const float *g, float *m, float *v, size_t n, double lr,
+                  double b1, double b2, double eps, double wd, int64_t t)
 {
-    double b1 = c->train.beta1, b2 = c->train.beta2, eps = c->train.adam_eps;
-    double decay = 1 - lr * c->train.adam_weight_decay;
+    double decay = 1 - lr * wd;
     double step_size = lr / (1 - pow(b1, (double)t));
     double bc2_sqrt = sqrt(1 - pow(b2, (double)t));
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
@@ -325,8 +321,10 @@ void gk_optim_step(gk_optim *o, float *params, const float *grads, double lr_sca
     for (int k = 0; k < o->n_adam; k++) {
         const gk_param *p = &o->l->params[o->adam_param[k]];
         size_t off = o->adam_off[k];
-        adam_tensor(c, params + p->offset, grads + p->offset, o->adam_m + off,
-                    o->adam_v + off, p->numel, adam_lr(c, p->group) * lr_scale, t);
+        gk_adam_step(params + p->offset, grads + p->offset, o->adam_m + off,
+                     o->adam_v + off, p->numel, adam_lr(c, p->group) * lr_scale,
+                     c->train.beta1, c->train.beta2, c->train.adam_eps,
+                     c->train.adam_weight_decay, t);
     }
     o->steps++;
 }

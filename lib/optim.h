@@ -98,6 +98,14 @@ void gk_optim_muon_apply(const gk_optim *o, float *params, const float *updates,
 size_t gk_newton_schulz_work(int rows, int cols);
 void gk_newton_schulz(float *x, int rows, int cols, int steps, float *work);
 
+/* One Adam step of torch's fused Adam (adam_math in fused_adam_utils.cuh) on
+ * n elements at step t (from 1): the moments m, v are updated and stored in
+ * float, the parameter update is formed in double from the stored moments and
+ * rounded once; wd > 0 decays w decoupled (AdamW). The CUDA kernel is checked
+ * against this function. */
+void gk_adam_step(float *w, const float *g, float *m, float *v, size_t n, double lr,
+                  double b1, double b2, double eps, double wd, int64_t t);
+
 /* One state tensor: "optim.muon_buf.<param>", "optim.adam_m.<param>" or
  * "optim.adam_v.<param>", of the shape and numel of PARAM. data points into
  * the optimizer and may be written to restore it. */
