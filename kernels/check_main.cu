@@ -6,7 +6,7 @@
  * everywhere and only the GPU machine does the comparisons. Otherwise it runs
  * the checks registered in check.h's GK_CHECKS, each on fresh random inputs
  * (the seed is printed; GK_CHECK_SEED=N repeats it), and exits 1 if any
- * failed. This file holds the runner, the helpers check.h declares, and the
+ * failed; `bin/check-cuda NAME...` runs only the checks named. This file holds the runner, the helpers check.h declares, and the
  * checks of gemm.cu: the conversions and the three linear-layer products.
  *
  * Error bounds of the GEMM checks. Inputs are bf16 values (rounded on the
@@ -43,7 +43,17 @@ static const struct {
  * 120 MiB (the run prints the peak). */
 #define ARENA_BYTES ((size_t)512 << 20)
 
-int main(void)
+/* Whether check NAME runs: every check with no arguments, else only those
+ * named on the command line (bin/check-cuda moe optim). */
+static int wanted(const char *name, int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], name) == 0)
+            return 1;
+    return argc < 2;
+}
+
+int main(int argc, char **argv)
 {
     const char *why;
     if (!gk_cu_device_count(&why)) {
@@ -64,6 +74,8 @@ int main(void)
     gk_cu_arena arena;
     gk_cu_arena_reserve(&arena, ARENA_BYTES);
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
+        if (!wanted(checks[i].name, argc, argv))
+            continue;
         printf("# %s\n", checks[i].name);
         checks[i].fn(&arena);
         GK_CU(cudaDeviceSynchronize());
