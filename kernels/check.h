@@ -37,7 +37,8 @@
     X(softcap_ce)    \
     X(scale_add)     \
     X(adam)          \
-    X(attention)
+    X(attention)     \
+    X(attention_tc)
 
 typedef void (*gk_check_fn)(gk_cu_arena *arena);
 #define GK_CHECK_DECLARE(name) void gk_check_##name(gk_cu_arena *arena);
