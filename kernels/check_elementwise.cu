@@ -25,7 +25,10 @@
  *   expf differ from glibc's by up to 2 ulp; the exponent l - lse has an
  *   absolute size up to twice the cap (30), so an ulp of l (about 2e-6 there)
  *   becomes a relative error of that size in exp, and 1 - th^2 amplifies
- *   errors in th by up to 1 / (1 - th^2) for the largest logits. */
+ *   errors in th by up to 1 / (1 - th^2) for the largest logits. dz is held
+ *   to that bound beyond an absolute allowance of 4 2^-24 |dloss| / N, the
+ *   float resolution of the reference itself where the target's probability
+ *   p is near 1 (see gk_check_softcap_ce). */
 #include <math.h>
 #include <string.h>
 
@@ -253,6 +256,42 @@ static double rel_err_d(const double *got, const double *want, size_t n)
     return worst;
 }
 
+/* gk_check_rel_err beyond an absolute allowance: the max over i of
+ * max(|got - want| - allow, 0) / (|want| + rms(want)), infinite where got is
+ * not finite. */
+static double rel_err_beyond(const float *got, const float *want, size_t n, double allow)
+{
+    double ss = 0, worst = 0;
+    for (size_t i = 0; i < n; i++)
+        ss += (double)want[i] * want[i];
+    double rms = n ? sqrt(ss / (double)n) : 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]) - allow;
+        double e = d <= 0 ? 0 : d / (fabs((double)want[i]) + rms);
+        if (!(e <= worst)) /* NaN too */
+            worst = isfinite(e) ? e : INFINITY;
+    }
+    return worst;
+}
+
+/* The gradient's absolute allowance. Both sides compute the target's
+ * g = p - 1 as expf(l - lse) - 1 in float, lse rounded to float first. When
+ * the target takes nearly all the probability, the subtraction is exact and
+ * cancels, and what is left of expf's rounding, an absolute error of up to
+ * half an ulp of p (2^-25 below 1) in glibc and 2 ulp (2^-23) in CUDA's expf,
+ * is all of g's error: the reference is ill-conditioned there, not the
+ * kernel wrong. (GK_CHECK_SEED=9354842724836088685, all checks: the row of 5
+ * logits has p = 1 - 5.8e-6, the CPU's dz at the target -8.234e-6 against
+ * -8.401e-6 computed in long double, 2% off; the kernel's expf one ulp from
+ * glibc's made it 6.3e-3 relative.) So dz may differ by 2.5 ulp of 1 in g,
+ * times dloss / N and 1 - th^2 <= 1, whatever its size; 4 ulp is allowed.
+ * Not covered: lse within a last-bit rounding tie of a float, where the two
+ * sides' different summation orders round it apart (an ulp of lse, 1e-6). */
+static double softcap_dz_allowance(double dloss, int N)
+{
+    return 4 * 0x1p-24 * fabs(dloss) / N;
+}
+
 void gk_check_softcap_ce(gk_cu_arena *arena)
 {
     static const struct {
@@ -283,17 +322,24 @@ void gk_check_softcap_ce(gk_cu_arena *arena)
               N, V, el, em, bound_loss);
 
         GK_CU(gk_cu_softcap_ce(d_dz, d_loss, NULL, d_z, d_t, N, V, cap, dloss, 0));
-        double e = err_of(d_dz, dz, n);
-        GK_OK(e <= bound_dz, "softcap ce dz, N %d V %d: max rel err %.3g (bound %g)", N, V, e,
-              bound_dz);
+        double allow = softcap_dz_allowance(dloss, N);
+        float *gdz = down(d_dz, n);
+        double e = rel_err_beyond(gdz, dz, n, allow), eraw = gk_check_rel_err(gdz, dz, n);
+        GK_OK(e <= bound_dz,
+              "softcap ce dz, N %d V %d: max rel err %.3g beyond %.3g absolute (bound %g; "
+              "%.3g without the allowance)", N, V, e, allow, bound_dz, eraw);
+        free(gdz);
 
         GK_CU(gk_cu_softcap_ce(d_z, d_loss, NULL, d_z, d_t, N, V, cap, dloss, 0));
         GK_CU(cudaMemcpy(got, d_loss, (size_t)N * 8, cudaMemcpyDeviceToHost));
-        e = err_of(d_z, dz, n);
+        gdz = down(d_z, n);
+        e = rel_err_beyond(gdz, dz, n, allow);
         el = rel_err_d(got, loss, (size_t)N);
         GK_OK(e <= bound_dz && el <= bound_loss,
-              "softcap ce dz in place of z, N %d V %d: max rel err dz %.3g (bound %g) losses "
-              "%.3g (bound %g)", N, V, e, bound_dz, el, bound_loss);
+              "softcap ce dz in place of z, N %d V %d: max rel err dz %.3g beyond %.3g "
+              "absolute (bound %g) losses %.3g (bound %g)", N, V, e, allow, bound_dz, el,
+              bound_loss);
+        free(gdz);
         free(z), free(dz), free(loss), free(got), free(tgt);
     }
 }
