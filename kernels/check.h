@@ -38,7 +38,8 @@
     X(scale_add)     \
     X(adam)          \
     X(attention)     \
-    X(attention_tc)
+    X(attention_tc)  \
+    X(optim)
 
 typedef void (*gk_check_fn)(gk_cu_arena *arena);
 #define GK_CHECK_DECLARE(name) void gk_check_##name(gk_cu_arena *arena);
