@@ -39,6 +39,7 @@
     X(adam)          \
     X(attention)     \
     X(attention_tc)  \
+    X(moe)           \
     X(optim)
 
 typedef void (*gk_check_fn)(gk_cu_arena *arena);
