@@ -9,6 +9,7 @@
 #                   quantize -> pack -> verify -> eval (pipelines/record.mk)
 #   make bench-tok  tok-train/tok-encode against sentencepiece on GCIDE
 #   make bench-train-cpu  moe-train's CPU rate against this machine's sgemm
+#   make bench-train-cuda moe-train's GPU rate and MFU against PyTorch (GPU machine)
 #   make bench-pack artifact size and quantization tax on the record's model
 #
 # Objects go to build/rel (bin/), build/asan (build/asan/bin, the tests) and
@@ -50,8 +51,8 @@ DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
 VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
 
-.PHONY: all test deps deps-check bench-tok bench-train-cpu bench-pack record clean lint \
-        check-cuda cuda-skip
+.PHONY: all test deps deps-check bench-tok bench-train-cpu bench-train-cuda bench-pack record \
+        clean lint check-cuda cuda-skip
 # Keep the objects: they are intermediates of pattern rules, which make would delete.
 .SECONDARY:
 all: $(BINS)
@@ -88,15 +89,19 @@ NVCCFLAGS := -O2 -g -std=c++17 -gencode arch=compute_90,code=sm_90 \
 CUDA_LIB := $(abspath $(dir $(realpath $(NVCC)))../lib64)
 CUDA_LDLIBS := -L$(CUDA_LIB) -Wl,-rpath,$(CUDA_LIB) -lcublasLt -lcudart
 CUDA_HDR := $(wildcard kernels/*.h)
-CUDA_OBJ := $(patsubst kernels/%.cu,build/cuda/%.o,$(wildcard kernels/*.cu))
+# kernels/bench_*.cu are programs of their own (a main each), not kernels.
+CUDA_OBJ := $(patsubst kernels/%.cu,build/cuda/%.o,$(filter-out kernels/bench_%.cu,$(wildcard kernels/*.cu)))
 CUDA_TESTS := bin/check-cuda
 
-all: bin/check-cuda
+all: bin/check-cuda bin/bench-gemm
 
 build/cuda/%.o: kernels/%.cu $(CUDA_HDR) $(LIB_HDR) | build/cuda
 	$(NVCC) $(NVCCFLAGS) -c -o $@ $<
 bin/check-cuda: $(CUDA_OBJ) $(REL_OBJ) | bin
 	$(CXX) -o $@ $(CUDA_OBJ) $(REL_OBJ) $(CUDA_LDLIBS) $(LDLIBS)
+# The bf16 GEMM rate that bench-train-cuda measures MFU against.
+bin/bench-gemm: build/cuda/bench_gemm.o build/cuda/gemm.o | bin
+	$(CXX) -o $@ $^ $(CUDA_LDLIBS)
 
 check-cuda: bin/check-cuda
 	bin/check-cuda
@@ -137,6 +142,12 @@ bench-tok: deps-check all
 
 bench-train-cpu: deps-check all
 	sh pipelines/bench-train-cpu.sh
+
+# On the GPU machine: moe-train --device cuda against PyTorch, same GPU, same
+# run. No deps-check: the GPU machine is offline; it needs jq, a CUDA GPU and a
+# Python with torch (PY=, default python3).
+bench-train-cuda: all
+	sh pipelines/bench-train-cuda.sh
 
 # The whole pipeline, text to verified record (pipelines/record.mk has the stages).
 include pipelines/record.mk
