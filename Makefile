@@ -2,7 +2,8 @@
 #
 #   make            build every tool into bin/ (-Wall -Wextra -Werror), and
 #                   bin/check-cuda when nvcc is present
-#   make check-cuda every CUDA kernel against the CPU reference (on a GPU machine)
+#   make check-cuda every CUDA kernel, then the whole model, against the CPU
+#                   reference (on a GPU machine)
 #   make test       sanitizer build + every test through prove (TAP)
 #   make deps       install the Debian packages the build and tests need (root)
 #   make record SEED=1337  text -> tokenizer -> shards -> train -> average ->
@@ -28,7 +29,7 @@ BLAS    := /usr/lib/x86_64-linux-gnu/openblas-openmp
 LDLIBS  := -L$(BLAS) -Wl,-rpath,$(BLAS) -lopenblas -lxxhash -ljq -lzstd -llzma -lm -pthread -fopenmp
 
 TOOLS   := tok-train tok-encode shard moe-train moe-avg moe-quant moe-pack moe-eval
-LIB_SRC := $(filter-out %_test.c,$(wildcard lib/*.c))
+LIB_SRC := $(filter-out %_test.c lib/gpu_none.c,$(wildcard lib/*.c))
 LIB_HDR := $(wildcard lib/*.h)
 UNIT    := $(patsubst lib/%_test.c,%,$(wildcard lib/*_test.c))
 
@@ -64,8 +65,8 @@ build/asan/%.o: lib/%.c $(LIB_HDR) | build/asan
 
 bin/%: cmd/%.c $(REL_OBJ) $(LIB_HDR) | bin
 	$(CC) $(ALLCFLAGS) -o $@ $< $(REL_OBJ) $(LDLIBS)
-build/asan/bin/%: cmd/%.c $(ASAN_OBJ) $(LIB_HDR) | build/asan/bin
-	$(CC) $(ALLCFLAGS) $(ASANFLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS)
+build/asan/bin/%: cmd/%.c $(ASAN_OBJ) build/asan/gpu_none.o $(LIB_HDR) | build/asan/bin
+	$(CC) $(ALLCFLAGS) $(ASANFLAGS) -o $@ $< $(ASAN_OBJ) build/asan/gpu_none.o $(LDLIBS)
 build/asan/test/%: lib/%_test.c $(ASAN_OBJ) $(LIB_HDR) | build/asan/test
 	$(CC) $(ALLCFLAGS) $(ASANFLAGS) -o $@ $< $(ASAN_OBJ) $(LDLIBS)
 
@@ -76,7 +77,6 @@ bin build/rel build/asan build/asan/bin build/asan/test build/cuda:
 # /usr/local/cuda: the CI machine has it and no GPU, so the CUDA code is
 # compiled on every push, and bin/check-cuda prints a TAP skip there. sm_90 is
 # the H100/H200; the compute_90 PTX beside it lets newer GPUs JIT-compile it.
-# The tools do not link CUDA yet.
 ifeq ($(origin NVCC),undefined)
 NVCC := $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
 endif
@@ -92,6 +92,9 @@ CUDA_HDR := $(wildcard kernels/*.h)
 # kernels/bench_*.cu are programs of their own (a main each), not kernels.
 CUDA_OBJ := $(patsubst kernels/%.cu,build/cuda/%.o,$(filter-out kernels/bench_%.cu,$(wildcard kernels/*.cu)))
 CUDA_TESTS := bin/check-cuda
+GPU_OBJ := $(filter-out build/cuda/check_%,$(CUDA_OBJ))
+GPU_LINK := $(CXX)
+GPU_LDLIBS := $(CUDA_LDLIBS)
 
 all: bin/check-cuda bin/bench-gemm
 
@@ -103,15 +106,27 @@ bin/check-cuda: $(CUDA_OBJ) $(REL_OBJ) | bin
 bin/bench-gemm: build/cuda/bench_gemm.o build/cuda/gemm.o | bin
 	$(CXX) -o $@ $^ $(CUDA_LDLIBS)
 
-check-cuda: bin/check-cuda
+# Every kernel against the CPU, then the whole model (50 steps, dense and MoE).
+check-cuda: bin/check-cuda all
 	bin/check-cuda
+	sh pipelines/check-cuda-model.sh
 else
+GPU_OBJ := build/rel/gpu_none.o
+GPU_LINK := $(CC)
 all: cuda-skip
 cuda-skip:
 	@echo "nvcc not found: skipping the CUDA build (bin/check-cuda); NVCC=path/to/nvcc builds it"
 check-cuda:
 	@echo "nvcc not found: cannot build bin/check-cuda; NVCC=path/to/nvcc builds it" >&2; exit 1
 endif
+
+# The tools with a --device option link the GPU backend (lib/gpu.h): the CUDA
+# objects when nvcc is found (above), else lib/gpu_none.c, which says so.
+# The sanitizer build always takes gpu_none.
+GPU_TOOLS := $(addprefix bin/,moe-train moe-eval)
+$(GPU_TOOLS): bin/%: cmd/%.c $(REL_OBJ) $(GPU_OBJ) $(LIB_HDR) | bin
+	$(CC) $(ALLCFLAGS) -c -o build/rel/main-$*.o $<
+	$(GPU_LINK) -o $@ build/rel/main-$*.o $(REL_OBJ) $(GPU_OBJ) $(GPU_LDLIBS) $(LDLIBS)
 
 # Missing packages: install them when we are root, else print the one line needed.
 deps-check:

@@ -15,9 +15,14 @@
  * name. A .qst is dequantized to the float parameters and evaluated by the
  * same code, so its val_bpb next to the checkpoint's is the quantization tax.
  * A .pack is evaluated from what it holds, the .qst and the tokenizer: the
- * number a record is judged by. */
+ * number a record is judged by.
+ *
+ * --device cuda runs the forwards on the GPU backend (lib/gpu.h): bf16
+ * matrix products, so the loss differs from the CPU's by bf16 rounding (the
+ * CPU stays the reference); the windows and the float64 sums are the same. */
 #include "ckpt.h"
 #include "config.h"
+#include "gpu.h"
 #include "evalwin.h"
 #include "io.h"
 #include "jsonl.h"
@@ -56,6 +61,7 @@ static void usage(void)
            "      --batch-tokens N  tokens per forward (default: train.val_batch_tokens /\n"
            "                        train.grad_accum of the model's config)\n"
            "      --threads N       OpenMP and OpenBLAS threads (default: number of CPUs)\n"
+           "      --device DEV      cpu (the reference, default) or cuda (the first GPU)\n"
            "      --progress        show progress even when stderr is not a terminal\n"
            "  -q, --quiet           no progress\n"
            "  -h, --help            this help\n"
@@ -67,18 +73,19 @@ static void usage(void)
 typedef struct {
     const char *model, *tokenizer;
     char **val;
-    int nval, threads, stride, context;
+    int nval, threads, stride, context, cuda;
     int64_t max_tokens, batch_tokens;
 } options;
 
 static void parse_args(int argc, char **argv, options *o)
 {
-    enum { O_VAL = 256, O_STRIDE, O_CONTEXT, O_MAX, O_BATCH, O_THREADS, O_PROGRESS };
+    enum { O_VAL = 256, O_STRIDE, O_CONTEXT, O_MAX, O_BATCH, O_THREADS, O_PROGRESS, O_DEVICE };
     static const struct option opts[] = {
         {"val", required_argument, 0, O_VAL},         {"tokenizer", required_argument, 0, 't'},
         {"stride", required_argument, 0, O_STRIDE},   {"context", required_argument, 0, O_CONTEXT},
         {"max-tokens", required_argument, 0, O_MAX},  {"batch-tokens", required_argument, 0, O_BATCH},
         {"threads", required_argument, 0, O_THREADS}, {"progress", no_argument, 0, O_PROGRESS},
+        {"device", required_argument, 0, O_DEVICE},
         {"quiet", no_argument, 0, 'q'},               {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     int ch;
@@ -98,6 +105,11 @@ static void parse_args(int argc, char **argv, options *o)
             break;
         case O_THREADS: o->threads = (int)gk_parse_int("--threads", optarg, 1, 1024); break;
         case O_PROGRESS: gk_progress_force(1); break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "cuda") != 0)
+                gk_usage("--device: expected cpu or cuda, found '%s'", optarg);
+            o->cuda = strcmp(optarg, "cuda") == 0;
+            break;
         case 'q': gk_progress_force(-1); break;
         case 'h': usage(); break;
         default: gk_usage("unknown option");
@@ -155,13 +167,14 @@ static int sniff(const char *path, char *fmt, size_t cap)
     return st;
 }
 
-/* gk_val_run's forward: the CPU model (as gk_val_run_cpu's, so the losses are
- * moe-train's bit for bit), one model object per batch shape, and the
- * progress meter after each batch. */
+/* gk_val_run's forward: the GPU model when there is one, else the CPU model
+ * (as gk_val_run_cpu's, so the losses are moe-train's bit for bit), one
+ * model object per batch shape; and the progress meter after each batch. */
 typedef struct {
     const gk_layout *l;
     const float *params;
     gk_model_f32 *m;
+    gk_gpu *gpu;
     int B;
     gk_progress *pg;
     uint64_t done;
@@ -170,6 +183,12 @@ typedef struct {
 static double flat_forward(void *ctx, int B, int T, const int *tokens, const int *targets)
 {
     flat_ctx *c = ctx;
+    c->done += (uint64_t)B * (uint64_t)T;
+    if (c->gpu) {
+        double loss = gk_gpu_forward_rows(c->gpu, B, tokens, targets, NULL);
+        gk_progress_update(c->pg, c->done);
+        return loss;
+    }
     if (c->m && c->B != B) {
         gk_model_free_f32(c->m);
         c->m = NULL;
@@ -179,9 +198,15 @@ static double flat_forward(void *ctx, int B, int T, const int *tokens, const int
         c->B = B;
     }
     double loss = gk_model_forward_f32(c->m, c->params, tokens, targets);
-    c->done += (uint64_t)B * (uint64_t)T;
     gk_progress_update(c->pg, c->done);
     return loss;
+}
+
+static double gpu_rows(void *ctx, int B, int T, const int *tokens, const int *targets,
+                       double *losses)
+{
+    (void)T; /* the context the GPU model was made for */
+    return gk_gpu_forward_rows(ctx, B, tokens, targets, losses);
 }
 
 static void window_progress(void *ctx, int64_t done)
@@ -272,21 +297,36 @@ int main(int argc, char **argv)
     gk_progress pg;
     gk_progress_start(&pg, "moe-eval", "tokens", (uint64_t)(val->n - 1));
     gk_val_sums s;
+    gk_gpu *gpu = NULL;
+    const char *prog = "moe-eval --device cuda";
     int context = T, stride = T;
     if (o.stride) {
         context = o.context ? o.context : T;
         stride = o.stride;
-        s = gk_evalwin_run_cpu(val, &l, params, tok, context, stride, batch, window_progress,
-                               &pg);
+        if (o.cuda) {
+            gpu = gk_gpu_new(&l, gk_evalwin_per_batch(val, context, stride, batch), context, 0,
+                             prog);
+            gk_gpu_set_params(gpu, params);
+            s = gk_evalwin_run(val, &l, gpu_rows, gpu, tok, context, stride, batch,
+                               window_progress, &pg);
+        } else {
+            s = gk_evalwin_run_cpu(val, &l, params, tok, context, stride, batch,
+                                   window_progress, &pg);
+        }
     } else {
         /* eval_val's batches of whole sequences; a batch smaller than one
          * sequence would hold none: one sequence per forward then. */
         if (batch < T)
             batch = T;
-        flat_ctx c = {&l, params, NULL, 0, &pg, 0};
+        if (o.cuda) {
+            gpu = gk_gpu_new(&l, (int)(batch / T), T, 0, prog);
+            gk_gpu_set_params(gpu, params);
+        }
+        flat_ctx c = {&l, params, NULL, gpu, 0, &pg, 0};
         s = gk_val_run(val, flat_forward, &c, tok, batch, 1, 0, 1);
         gk_model_free_f32(c.m);
     }
+    const char *device = gpu ? gk_gpu_device_name(gpu) : "cpu";
     gk_progress_end(&pg, (uint64_t)s.tokens);
     double secs = gk_now() - t0, loss, bpb;
     gk_val_result(&s, &loss, &bpb);
@@ -303,7 +343,9 @@ int main(int argc, char **argv)
     r = jv_object_set(r, jv_string("context"), jv_number(context));
     r = jv_object_set(r, jv_string("stride"), jv_number(stride));
     r = jv_object_set(r, jv_string("batch_tokens"), jv_number((double)batch));
+    r = jv_object_set(r, jv_string("device"), jv_string(device));
     gk_emit(stdout, r);
+    gk_gpu_free(gpu);
 
     gk_val_free(val);
     gk_tok_free(tok);

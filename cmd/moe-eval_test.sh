@@ -103,6 +103,9 @@ fails "a .pack with a flipped byte" "bad.pack" ev "$tmp/bad.pack" --val "$val"
 fails "a .pack and a tokenizer of another vocab" "other.tok: expected vocab 320" \
     ev "$tmp/m.pack" --val "$val" -t "$tmp/other.tok"
 fails "shards that do not exist" "nosuch" ev "$ck" --val "$tmp/nosuch_*.bin"
+fails "--device cuda in the sanitizer build (no CUDA backend)" \
+    "moe-eval --device cuda: expected (a build with the CUDA backend|a usable CUDA device)" \
+    ev "$ck" --val "$val" --device cuda
 
 usage() { # usage DESCRIPTION ARGS...: exit 2
     desc=$1; shift

@@ -1,5 +1,6 @@
 /* moe-train: train the transformer of a JSON config on token shards, on the
- * CPU (the reference backend), writing checkpoints and a JSON-lines log.
+ * CPU (the reference backend) or on a CUDA GPU (--device cuda, lib/gpu.h),
+ * writing checkpoints and a JSON-lines log.
  *
  * The loop is train_gpt.py's: each step takes grad_accum micro-batches from
  * the loader, back-propagates each with loss scale 1/grad_accum, clips the
@@ -9,9 +10,15 @@
  * written every ckpt_every steps and at the end, each atomically. A resumed run
  * continues bit for bit: the checkpoint holds the weights, the optimizer state,
  * the step and the data position (and the EMA of the weights, when
- * train.ema_decay > 0, so that too continues bit for bit). */
+ * train.ema_decay > 0, so that too continues bit for bit).
+ *
+ * On the GPU the weights, gradients, optimizer state and EMA live on the
+ * device; the host copies are brought up to date before each checkpoint and
+ * validation reads the device model directly, so the loop only waits for the
+ * device once per step (the loss and the gradient norm). */
 #include "ckpt.h"
 #include "config.h"
+#include "gpu.h"
 #include "io.h"
 #include "jsonl.h"
 #include "loader.h"
@@ -54,6 +61,7 @@ static void usage(void)
            "                        to train.steps)\n"
            "      --max-seconds S   wall-clock cap (train.max_seconds)\n"
            "      --seed N          seed of the initial weights (train.seed)\n"
+           "      --device DEV      cpu (the reference, default) or cuda (the first GPU)\n"
            "      --threads N       OpenMP and OpenBLAS threads (default: number of CPUs)\n"
            "      --log FILE        JSON-lines log to FILE (default: standard output)\n"
            "      --progress        show progress even when stderr is not a terminal\n"
@@ -68,7 +76,7 @@ typedef struct {
     const char *config, *out, *resume, *log, *tokenizer;
     char **sets, **train, **val;
     int nsets, ntrain, nval;
-    int print_config, save_init, threads;
+    int print_config, save_init, threads, cuda;
     int64_t stop_at;
 } options;
 
@@ -82,7 +90,7 @@ static char **push(char **v, int *n, char *s)
 static void parse_args(int argc, char **argv, options *o)
 {
     enum { O_SET = 256, O_PRINT, O_TRAIN, O_VAL, O_RESUME, O_SAVE_INIT, O_STOP_AT, O_MAXSEC,
-           O_SEED, O_THREADS, O_LOG, O_PROGRESS };
+           O_SEED, O_THREADS, O_LOG, O_PROGRESS, O_DEVICE };
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'},     {"set", required_argument, 0, O_SET},
         {"print-config", no_argument, 0, O_PRINT}, {"train", required_argument, 0, O_TRAIN},
@@ -92,6 +100,7 @@ static void parse_args(int argc, char **argv, options *o)
         {"max-seconds", required_argument, 0, O_MAXSEC}, {"seed", required_argument, 0, O_SEED},
         {"threads", required_argument, 0, O_THREADS}, {"log", required_argument, 0, O_LOG},
         {"progress", no_argument, 0, O_PROGRESS},  {"quiet", no_argument, 0, 'q'},
+        {"device", required_argument, 0, O_DEVICE},
         {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
     char buf[64];
     int ch;
@@ -121,6 +130,11 @@ static void parse_args(int argc, char **argv, options *o)
         case O_THREADS: o->threads = (int)gk_parse_int("--threads", optarg, 1, 1024); break;
         case O_LOG: o->log = optarg; break;
         case O_PROGRESS: gk_progress_force(1); break;
+        case O_DEVICE:
+            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "cuda") != 0)
+                gk_usage("--device: expected cpu or cuda, found '%s'", optarg);
+            o->cuda = strcmp(optarg, "cuda") == 0;
+            break;
         case 'q': gk_progress_force(-1); break;
         case 'h': usage(); break;
         default: gk_usage("unknown option");
@@ -192,12 +206,21 @@ static void ema_update(const gk_layout *l, float *ema, const float *params, doub
     }
 }
 
-/* One validation pass over VAL, logged as {step, val_loss, val_bpb}. */
-static void log_validation(FILE *logfp, const gk_val *val, const gk_layout *l,
-                           const float *params, const gk_tok *tok, int64_t step)
+static double gpu_val_forward(void *ctx, int B, int T, const int *tokens, const int *targets)
 {
-    gk_val_sums s = gk_val_run_cpu(val, l, params, tok, l->cfg.train.val_batch_tokens,
-                                   l->cfg.train.grad_accum, 0, 1);
+    (void)T; /* the device model's, checked by gk_val_load against seq_len */
+    return gk_gpu_forward_rows(ctx, B, tokens, targets, NULL);
+}
+
+/* One validation pass over VAL, on the GPU model when there is one, else on
+ * the CPU with PARAMS, logged as {step, val_loss, val_bpb}. */
+static void log_validation(FILE *logfp, const gk_val *val, const gk_layout *l,
+                           const float *params, gk_gpu *gpu, const gk_tok *tok, int64_t step)
+{
+    int64_t vbt = l->cfg.train.val_batch_tokens;
+    int accum = l->cfg.train.grad_accum;
+    gk_val_sums s = gpu ? gk_val_run(val, gpu_val_forward, gpu, tok, vbt, accum, 0, 1)
+                        : gk_val_run_cpu(val, l, params, tok, vbt, accum, 0, 1);
     double vl, vb;
     gk_val_result(&s, &vl, &vb);
     jv v = jv_object();
@@ -205,6 +228,17 @@ static void log_validation(FILE *logfp, const gk_val *val, const gk_layout *l,
     v = jv_object_set(v, jv_string("val_loss"), jv_number(vl));
     v = jv_object_set(v, jv_string("val_bpb"), isnan(vb) ? jv_null() : jv_number(vb));
     gk_emit(logfp, v);
+}
+
+/* The host copies of what the GPU trains, before a checkpoint. */
+static void sync_host(gk_gpu *gpu, float *params, float *ema, gk_optim *opt)
+{
+    if (!gpu)
+        return;
+    gk_gpu_get_params(gpu, params);
+    gk_gpu_get_optim(gpu, opt);
+    if (ema)
+        gk_gpu_get_ema(gpu, ema);
 }
 
 static jv loads_jv(const gk_layout *l, const int64_t *load)
@@ -278,9 +312,21 @@ int main(int argc, char **argv)
 
     int64_t per_micro = cfg.train.batch_tokens / cfg.train.grad_accum;
     int B = (int)(per_micro / cfg.model.seq_len), T = cfg.model.seq_len;
-    gk_model_f32 *m = gk_model_new_f32(&l, B, T);
-    int64_t *load = gk_model_expert_load_f32(m);
     size_t nload = (size_t)cfg.model.n_layer * (size_t)cfg.moe.n_experts;
+    gk_gpu *gpu = NULL;
+    gk_model_f32 *m = NULL;
+    int64_t *load;
+    if (o.cuda) {
+        gpu = gk_gpu_new(&l, B, T, 1, "moe-train --device cuda");
+        gk_gpu_set_params(gpu, params);
+        gk_gpu_set_optim(gpu, opt);
+        if (ema)
+            gk_gpu_set_ema(gpu, ema);
+        load = l.moe ? gk_calloc(nload, sizeof *load) : NULL;
+    } else {
+        m = gk_model_new_f32(&l, B, T);
+        load = gk_model_expert_load_f32(m);
+    }
     int64_t total, active;
     gk_config_params(&cfg, &total, &active);
     char path[4200];
@@ -290,6 +336,11 @@ int main(int argc, char **argv)
     start = jv_object_set(start, jv_string("params"), jv_number((double)total));
     start = jv_object_set(start, jv_string("active_params"), jv_number((double)active));
     start = jv_object_set(start, jv_string("step"), jv_number((double)ts.step));
+    start = jv_object_set(start, jv_string("device"),
+                          jv_string(gpu ? gk_gpu_device_name(gpu) : "cpu"));
+    if (gpu)
+        start = jv_object_set(start, jv_string("device_bytes"),
+                              jv_number((double)gk_gpu_plan_bytes(gpu)));
     start = jv_object_set(start, jv_string("config"), gk_config_to_jv(&cfg));
     gk_emit(logfp, start);
     if (o.save_init && !ck) {
@@ -309,27 +360,42 @@ int main(int argc, char **argv)
         if (cfg.train.max_seconds > 0 && gk_now() - t0 >= cfg.train.max_seconds)
             break;
         if (val && cfg.train.val_every > 0 && ts.step % cfg.train.val_every == 0 && ts.step)
-            log_validation(logfp, val, &l, params, tok, ts.step);
-        double ts0 = gk_now();
-        memset(grads, 0, l.numel * sizeof *grads);
-        if (load)
-            memset(load, 0, nload * sizeof *load);
-        double loss = 0;
-        for (int k = 0; k < cfg.train.grad_accum; k++) {
-            gk_batch b = gk_loader_next(ld, cfg.train.batch_tokens, T, cfg.train.grad_accum);
-            loss += gk_model_forward_f32(m, params, b.tokens, b.targets) / cfg.train.grad_accum;
-            gk_model_backward_f32(m, grads, 1.0 / cfg.train.grad_accum);
+            log_validation(logfp, val, &l, params, gpu, tok, ts.step);
+        double ts0 = gk_now(), loss, norm, scale;
+        if (gpu) {
+            gk_gpu_zero_grads(gpu);
+            for (int k = 0; k < cfg.train.grad_accum; k++) {
+                gk_batch b = gk_loader_next(ld, cfg.train.batch_tokens, T, cfg.train.grad_accum);
+                gk_gpu_fwd_bwd(gpu, B, b.tokens, b.targets, 1.0 / cfg.train.grad_accum);
+            }
+            /* The step runs whatever the loss; a non-finite loss stops the
+             * run below, before anything is logged or saved. */
+            scale = gk_lr_scale(&cfg, ts.step, gk_now() - t0);
+            loss = gk_gpu_step(gpu, scale, &norm, load);
+        } else {
+            memset(grads, 0, l.numel * sizeof *grads);
+            if (load)
+                memset(load, 0, nload * sizeof *load);
+            loss = 0;
+            for (int k = 0; k < cfg.train.grad_accum; k++) {
+                gk_batch b = gk_loader_next(ld, cfg.train.batch_tokens, T, cfg.train.grad_accum);
+                loss += gk_model_forward_f32(m, params, b.tokens, b.targets) /
+                        cfg.train.grad_accum;
+                gk_model_backward_f32(m, grads, 1.0 / cfg.train.grad_accum);
+            }
         }
         if (!isfinite(loss))
             gk_die("step %lld: expected a finite train_loss, found %g; last good checkpoint: %s",
                    (long long)ts.step + 1, loss, last_ckpt);
-        double scale = gk_lr_scale(&cfg, ts.step, gk_now() - t0);
-        double norm = gk_optim_clip(opt, grads);
-        gk_optim_step(opt, params, grads, scale);
-        if (load)
-            gk_moe_router_update(&l, params, load, cfg.moe.bias_update_rate);
-        if (ema)
-            ema_update(&l, ema, params, cfg.train.ema_decay);
+        if (!gpu) {
+            scale = gk_lr_scale(&cfg, ts.step, gk_now() - t0);
+            norm = gk_optim_clip(opt, grads);
+            gk_optim_step(opt, params, grads, scale);
+            if (load)
+                gk_moe_router_update(&l, params, load, cfg.moe.bias_update_rate);
+            if (ema)
+                ema_update(&l, ema, params, cfg.train.ema_decay);
+        }
         ts.step++;
         ts.elapsed = gk_now() - t0;
         ts.pos = gk_loader_tell(ld);
@@ -350,6 +416,7 @@ int main(int argc, char **argv)
         }
         if (cfg.train.ckpt_every > 0 && ts.step % cfg.train.ckpt_every == 0 && ts.step < last) {
             ckpt_path(path, sizeof path, o.out, ts.step);
+            sync_host(gpu, params, ema, opt);
             gk_ckpt_save_ex(path, &l, params, ema, opt, &ts, GK_VERSION, NULL);
             snprintf(last_ckpt_buf, sizeof last_ckpt_buf, "%s", path);
             last_ckpt = last_ckpt_buf;
@@ -358,8 +425,9 @@ int main(int argc, char **argv)
     }
     gk_progress_end(&pg, (uint64_t)ts.step);
     if (val)
-        log_validation(logfp, val, &l, params, tok, ts.step);
+        log_validation(logfp, val, &l, params, gpu, tok, ts.step);
     ckpt_path(path, sizeof path, o.out, -1);
+    sync_host(gpu, params, ema, opt);
     gk_ckpt_save_ex(path, &l, params, ema, opt, &ts, GK_VERSION, NULL);
     jv end = jv_object();
     end = jv_object_set(end, jv_string("event"), jv_string("end"));
@@ -370,6 +438,9 @@ int main(int argc, char **argv)
     if (logfp != stdout && fclose(logfp) != 0)
         gk_die("%s: cannot write the log: %s", o.log, strerror(errno));
     gk_model_free_f32(m);
+    gk_gpu_free(gpu);
+    if (gpu)
+        free(load);
     gk_val_free(val);
     gk_loader_close(ld);
     gk_tok_free(tok);

@@ -85,5 +85,15 @@ fails "shards of another vocab" "offset 16: expected vocab 100 .the model.s., fo
     "$bin/moe-train" -q -c "$tmp/tiny.json" --set model.vocab=100 --train "$tmp/data/data_train_*.bin" -o "$tmp/g"
 "$bin/moe-train" --frobnicate > /dev/null 2>&1
 ok "bad usage exits 2" test $? = 2
+"$bin/moe-train" --device tpu --print-config > /dev/null 2>&1
+ok "--device tpu is a usage error (exit 2)" test $? = 2
+# The sanitizer build has no CUDA backend; the release build has one when
+# nvcc was found, and no GPU on a machine without one: each says which.
+for b in "$bin/moe-train" "$top/bin/moe-train"; do
+    [ -x "$b" ] || continue
+    fails "--device cuda with no CUDA build or no GPU: $(basename "$(dirname "$b")")" \
+        "moe-train --device cuda: expected (a build with the CUDA backend|a usable CUDA device)" \
+        "$b" -q -c "$tmp/tiny.json" --device cuda --train "$tmp/data/data_train_*.bin" -o "$tmp/h"
+done
 
 tap_end

@@ -56,12 +56,7 @@
 #include "check.h"
 #include "moe.h" /* kernels/moe.h: first, it includes model.h inside extern "C" */
 extern "C" {
-/* lib/util.h (included by lib/moe.h) may mark gk_die with C11's _Noreturn,
- * which C++ does not know; its declarations also carry
- * __attribute__((noreturn)), so the keyword can go. */
-#define _Noreturn
 #include "../lib/moe.h" /* the CPU reference; "moe.h" alone is kernels/moe.h */
-#undef _Noreturn
 }
 
 static void *xalloc(size_t bytes)

@@ -25,9 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* lib/util.h's gk_prog() cannot be used here: util.h declares _Noreturn, which
- * C++ (nvcc's host compiler) does not know. The name glibc keeps is the same
- * one the tools print. */
+/* Self-contained, so that a kernel file needs nothing of lib/ to report an
+ * error; the name glibc keeps is the one the tools print (gk_prog()). */
 static inline void gk_cu_fail(const char *call, const char *file, int line, const char *why)
 {
     fprintf(stderr, "%s: %s failed at %s:%d: %s\n", program_invocation_short_name, call, file,

@@ -42,6 +42,7 @@ struct gk_cu_moe {
     const gk_layout *l;
     const gk_moe_block *t;
     int N, C, E, S, K, F, FR; /* tokens, width, routed, shared, top_k, hidden, fc rows */
+    int cap;                  /* the N the buffers were carved for */
     int NK, R;                /* routed slots N K; rows N K + S N */
     int act;                  /* gk_activation */
     int learned, sigmoid, token; /* a router weight; its bias; the token router */
@@ -490,10 +491,21 @@ extern "C" gk_cu_moe *gk_cu_moe_new(const gk_layout *l, int b, int N, gk_cu_aren
         gk_cu_fail("calloc", __FILE__, __LINE__, "out of host memory");
     setup(m, l, b, N);
     plan(m, arena);
+    m->cap = N;
     m->hstart = (int *)calloc((size_t)m->E + 1, sizeof *m->hstart);
     if (!m->hstart)
         gk_cu_fail("calloc", __FILE__, __LINE__, "out of host memory");
     return m;
+}
+
+extern "C" void gk_cu_moe_rows(gk_cu_moe *m, int N)
+{
+    if (N < 0 || N > m->cap) {
+        char why[96];
+        snprintf(why, sizeof why, "expected 0..%d rows, found %d", m->cap, N);
+        gk_cu_fail("gk_cu_moe_rows", __FILE__, __LINE__, why);
+    }
+    setup(m, m->l, (int)(m->t - m->l->moe), N); /* the shapes only; buffers stay */
 }
 
 extern "C" void gk_cu_moe_free(gk_cu_moe *m)

@@ -71,6 +71,10 @@ size_t gk_cu_moe_bytes(const gk_layout *l, int N);
 gk_cu_moe *gk_cu_moe_new(const gk_layout *l, int b, int N, gk_cu_arena *arena);
 /* The host struct only (the arena owns the device memory). */
 void gk_cu_moe_free(gk_cu_moe *m);
+/* Run the next passes on N rows, 0 <= N <= the N it was made for (an
+ * evaluation's last, shorter batch); the forward and its backward must see
+ * the same N. */
+void gk_cu_moe_rows(gk_cu_moe *m, int N);
 
 /* y [N,C] fp32 = moe(x [N,C] fp32), overwriting y (y must not alias x).
  * params: the fp32 master parameters on the device (lib/model.h's layout

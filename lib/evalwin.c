@@ -38,10 +38,23 @@ void gk_evalwin_window(int64_t n, int context, int stride, int64_t k, int64_t *s
     *first = (int)(context - (end - prev));
 }
 
-gk_val_sums gk_evalwin_run_cpu(const gk_val *v, const gk_layout *l, const float *params,
-                               const gk_tok *tok, int context, int stride,
-                               int64_t batch_tokens, gk_evalwin_progress progress,
-                               void *ctx)
+int gk_evalwin_per_batch(const gk_val *v, int context, int stride, int64_t batch_tokens)
+{
+    int64_t w = gk_evalwin_count(v->n - 1, context, stride);
+    int64_t per = batch_tokens / context;
+    if (per < 1)
+        per = 1;
+    if (per > w)
+        per = w;
+    if (per * context > INT32_MAX)
+        gk_die("evalwin: expected a batch of at most %d tokens, found %lld", INT32_MAX,
+               (long long)(per * context));
+    return (int)per;
+}
+
+gk_val_sums gk_evalwin_run(const gk_val *v, const gk_layout *l, gk_evalwin_forward fwd,
+                           void *fctx, const gk_tok *tok, int context, int stride,
+                           int64_t batch_tokens, gk_evalwin_progress progress, void *ctx)
 {
     int64_t n = v->n - 1;
     int T = context;
@@ -55,21 +68,11 @@ gk_val_sums gk_evalwin_run_cpu(const gk_val *v, const gk_layout *l, const float 
         gk_die("evalwin: context: expected at most model.seq_len %d, found %d",
                l->cfg.model.seq_len, T);
     int64_t w = gk_evalwin_count(n, T, stride);
-    int64_t per = batch_tokens / T;
-    if (per < 1)
-        per = 1;
-    if (per > w)
-        per = w;
-    if (per * T > INT32_MAX)
-        gk_die("evalwin: expected a batch of at most %d tokens, found %lld", INT32_MAX,
-               (long long)(per * T));
-    int *x = gk_malloc((size_t)(per * T) * sizeof *x);
-    int *y = gk_malloc((size_t)(per * T) * sizeof *y);
-    double *loss = gk_malloc((size_t)(per * T) * sizeof *loss);
+    int per = gk_evalwin_per_batch(v, T, stride, batch_tokens);
+    int *x = gk_malloc((size_t)per * T * sizeof *x);
+    int *y = gk_malloc((size_t)per * T * sizeof *y);
+    double *loss = gk_malloc((size_t)per * T * sizeof *loss);
     int *first = gk_malloc((size_t)per * sizeof *first);
-    /* Full batches share one model; the last, shorter batch gets its own. */
-    gk_model_f32 *m = gk_model_new_f32(l, (int)per, T);
-    int mB = (int)per;
     gk_val_sums s = {0, 0, 0};
     for (int64_t k0 = 0; k0 < w; k0 += per) {
         int B = (int)(w - k0 < per ? w - k0 : per);
@@ -81,12 +84,7 @@ gk_val_sums gk_evalwin_run_cpu(const gk_val *v, const gk_layout *l, const float 
                 y[b * T + j] = v->tokens[start + j + 1];
             }
         }
-        if (B != mB) {
-            gk_model_free_f32(m);
-            m = gk_model_new_f32(l, B, T);
-            mB = B;
-        }
-        gk_model_forward_rows_f32(m, params, x, y, loss);
+        fwd(fctx, B, T, x, y, loss);
         for (int b = 0; b < B; b++) {
             double sum = 0;
             int64_t bytes = 0;
@@ -102,10 +100,45 @@ gk_val_sums gk_evalwin_run_cpu(const gk_val *v, const gk_layout *l, const float 
         if (progress)
             progress(ctx, (int64_t)s.tokens);
     }
-    gk_model_free_f32(m);
     free(x);
     free(y);
     free(loss);
     free(first);
+    return s;
+}
+
+/* The CPU forward: one model per batch shape (full batches share one; the
+ * last, shorter batch gets its own). */
+typedef struct {
+    const gk_layout *l;
+    const float *params;
+    gk_model_f32 *m;
+    int B;
+} cpu_ctx;
+
+static double cpu_forward(void *ctx, int B, int T, const int *tokens, const int *targets,
+                          double *losses)
+{
+    cpu_ctx *c = ctx;
+    if (c->m && c->B != B) {
+        gk_model_free_f32(c->m);
+        c->m = NULL;
+    }
+    if (!c->m) {
+        c->m = gk_model_new_f32(c->l, B, T);
+        c->B = B;
+    }
+    return gk_model_forward_rows_f32(c->m, c->params, tokens, targets, losses);
+}
+
+gk_val_sums gk_evalwin_run_cpu(const gk_val *v, const gk_layout *l, const float *params,
+                               const gk_tok *tok, int context, int stride,
+                               int64_t batch_tokens, gk_evalwin_progress progress,
+                               void *ctx)
+{
+    cpu_ctx c = {l, params, NULL, 0};
+    gk_val_sums s = gk_evalwin_run(v, l, cpu_forward, &c, tok, context, stride, batch_tokens,
+                                   progress, ctx);
+    gk_model_free_f32(c.m);
     return s;
 }

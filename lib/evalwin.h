@@ -44,11 +44,24 @@ void gk_evalwin_window(int64_t n, int context, int stride, int64_t k, int64_t *s
 /* Called after each forward with the targets scored so far (out of N). */
 typedef void (*gk_evalwin_progress)(void *ctx, int64_t done);
 
-/* Evaluate every target of V with the CPU model, BATCH_TOKENS / T windows per
- * forward (at least one). TOK may be NULL: bytes stay 0; bytes of a target are
- * tok->len[id] as in gk_val_run. PROGRESS may be NULL. Dies when T or S are out
- * of range, or the vocabs of V, L and TOK disagree. The sums feed
- * gk_val_result. */
+/* The forward of some backend over B windows of T tokens: each position's
+ * loss (nats) into losses [B*T]; returns anything (the mean is not used). */
+typedef double (*gk_evalwin_forward)(void *ctx, int B, int T, const int *tokens,
+                                     const int *targets, double *losses);
+
+/* Windows per forward for BATCH_TOKENS (at least one, at most all of them). */
+int gk_evalwin_per_batch(const gk_val *v, int context, int stride, int64_t batch_tokens);
+
+/* Evaluate every target of V with FWD, gk_evalwin_per_batch windows per
+ * forward (the last forward may hold fewer). TOK may be NULL: bytes stay 0;
+ * bytes of a target are tok->len[id] as in gk_val_run. PROGRESS may be NULL.
+ * Dies when T or S are out of range, or the vocabs of V, L and TOK disagree.
+ * The sums feed gk_val_result. */
+gk_val_sums gk_evalwin_run(const gk_val *v, const gk_layout *l, gk_evalwin_forward fwd,
+                           void *fctx, const gk_tok *tok, int context, int stride,
+                           int64_t batch_tokens, gk_evalwin_progress progress, void *ctx);
+
+/* gk_evalwin_run with the CPU model and PARAMS. */
 gk_val_sums gk_evalwin_run_cpu(const gk_val *v, const gk_layout *l, const float *params,
                                const gk_tok *tok, int context, int stride,
                                int64_t batch_tokens, gk_evalwin_progress progress,

@@ -11,14 +11,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* _Noreturn is C11's; C++ (nvcc's host compiler, for kernels/) has the
+ * noreturn attribute alone, which both get below. */
+#ifdef __cplusplus
+#define GK_NORETURN
+#else
+#define GK_NORETURN _Noreturn
+#endif
+
 /* Name printed before every message; set once from argv[0] by each main. */
 void gk_set_prog(const char *argv0);
 const char *gk_prog(void);
 
 /* Print "PROG: MESSAGE" on stderr, remove open temporaries, exit 1. */
-_Noreturn void gk_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+GK_NORETURN void gk_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Print "PROG: MESSAGE" and a hint to --help on stderr, exit 2. */
-_Noreturn void gk_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+GK_NORETURN void gk_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Print "PROG: MESSAGE" on stderr and go on (for warnings). */
 void gk_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
