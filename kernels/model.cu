@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "attention_tc.h"
 #include "cuda_util.h"
 #include "elementwise.h"
 #include "gemm.h"
@@ -42,6 +43,7 @@ typedef struct {
     float *ln1, *rstd1, *qn, *rstdq, *kn, *rstdk, *qr, *kr, *v, *qg, *att, *lse, *ay;
     float *ln2, *rstd2, *hpre, *hact, *my, *xout;
     gk_bf16 *ln1_b, *att_b, *ln2_b, *hact_b;
+    gk_bf16 *qg_b, *kr_b, *v_b; /* what the tensor-core attention reads */
 } block_acts;
 
 struct gk_gpu {
@@ -49,6 +51,7 @@ struct gk_gpu {
     int B, T, C, H, KV, D, R, F, FR, V, L;
     gk_act act;
     double cap;
+    int tc; /* the bf16 tensor-core attention (head dims 32, 64, 128), else the fp32 one */
     char name[320];
     cudaStream_t stream;
     gk_cu_arena arena;
@@ -65,7 +68,7 @@ struct gk_gpu {
     double *losses, *mean, *step_loss;
     /* backward scratch, shared by the blocks */
     float *dres, *dres2, *dx0, *dA, *dln, *datt, *dq1, *dq2, *dk1, *dk2, *dv, *dhact, *dhpre;
-    gk_bf16 *dA_b, *dq_b, *dk_b, *dv_b, *dh_b;
+    gk_bf16 *dA_b, *dq_b, *dk_b, *dv_b, *dh_b, *datt_b;
     void *work;                   /* the largest of the kernels' workspaces */
     size_t work_bytes;
     gk_cu_moe **moe;              /* [L] or NULL */
@@ -115,8 +118,11 @@ static void carve_all(gk_gpu *g, carver *c, int train)
         a->qn = carve_f(c, N * C), a->rstdq = carve_f(c, N * H);
         a->kn = carve_f(c, N * KVD), a->rstdk = carve_f(c, N * KV);
         a->qr = carve_f(c, N * C), a->kr = carve_f(c, N * KVD);
-        a->v = carve_f(c, N * KVD), a->qg = carve_f(c, N * C);
-        a->att = carve_f(c, N * C), a->lse = carve_f(c, N * H), a->att_b = carve_b(c, N * C);
+        a->v = carve_f(c, g->tc ? 0 : N * KVD), a->qg = carve_f(c, g->tc ? 0 : N * C);
+        a->att = carve_f(c, g->tc ? 0 : N * C), a->lse = carve_f(c, N * H);
+        a->att_b = carve_b(c, N * C);
+        a->qg_b = carve_b(c, g->tc ? N * C : 0), a->kr_b = carve_b(c, g->tc ? N * KVD : 0);
+        a->v_b = carve_b(c, g->tc ? N * KVD : 0);
         a->ay = carve_f(c, N * C);
         a->ln2 = carve_f(c, N * C), a->rstd2 = carve_f(c, N), a->ln2_b = carve_b(c, N * C);
         a->hpre = carve_f(c, N * FR), a->hact = carve_f(c, N * F), a->hact_b = carve_b(c, N * F);
@@ -129,7 +135,8 @@ static void carve_all(gk_gpu *g, carver *c, int train)
     g->losses = (double *)carve(c, N * sizeof(double));
     g->mean = (double *)carve(c, 2 * sizeof(double));
     g->step_loss = g->mean + 1;
-    g->work_bytes = max_z(gk_cu_attention_bwd_workspace(g->B, g->T, g->H),
+    g->work_bytes = max_z(g->tc ? gk_cu_attention_tc_bwd_workspace(g->B, g->T, g->H)
+                                : gk_cu_attention_bwd_workspace(g->B, g->T, g->H),
                           gk_cu_scale_add_bwd_workspace((int)N, (int)C));
     if (!train) {
         g->work = carve(c, g->work_bytes);
@@ -150,7 +157,7 @@ static void carve_all(gk_gpu *g, carver *c, int train)
     g->dhact = carve_f(c, N * F), g->dhpre = carve_f(c, N * FR);
     g->dA_b = carve_b(c, N * C), g->dq_b = carve_b(c, N * C);
     g->dk_b = carve_b(c, N * KVD), g->dv_b = carve_b(c, N * KVD);
-    g->dh_b = carve_b(c, N * FR);
+    g->dh_b = carve_b(c, N * FR), g->datt_b = carve_b(c, g->tc ? N * C : 0);
     if (l->moe)
         g->load = (long long *)carve(c, (size_t)g->L * l->cfg.moe.n_experts * sizeof(long long));
 }
@@ -187,6 +194,7 @@ gk_gpu *gk_gpu_new(const gk_layout *l, int B, int T, int train, const char *prog
     g->F = gk_config_expert_hidden(c), g->FR = l->fc_rows, g->V = c->model.vocab;
     g->L = c->model.n_layer, g->act = gk_ffn_act(c->model.activation);
     g->cap = c->model.logit_softcap;
+    g->tc = g->D == 32 || g->D == 64 || g->D == 128;
     g->ema_on = train && c->train.ema_decay > 0;
     if (!gk_gemm_dims_ok(g->C, g->C) || !gk_gemm_dims_ok(g->C, g->KV * g->D) ||
         !gk_gemm_dims_ok(g->C, g->V) || !gk_gemm_dims_ok(g->F, g->FR))
@@ -305,6 +313,35 @@ __global__ void ema_kernel(float *ema, const float *p, size_t n, float d, float 
         ema[i] = __fadd_rn(__fmul_rn(d, ema[i]), __fmul_rn(e, p[i]));
 }
 
+/* x = mix[0] xin + mix[1] x0 per channel: resid_mix, which model_impl.h
+ * forms as two scale-adds into zeros; 0 + a is a, so the roundings are the
+ * same, in one pass instead of a clear and two. */
+__global__ void mix_kernel(float *x, const float *xin, const float *x0, const float *mix,
+                           size_t n, int C)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        int c = (int)(i % (size_t)C);
+        x[i] = __fadd_rn(__fmul_rn(mix[c], xin[i]), __fmul_rn(mix[C + c], x0[i]));
+    }
+}
+
+/* y = s[c / group] x into fp32 Y and/or bf16 YB (NULL: not written): a
+ * scale-add into zeros (q_gain, and the d(input) of a scale in the
+ * backward), written straight in the type its reader wants. */
+__global__ void scale_kernel(float *y, gk_bf16 *yb, const float *x, const float *sc, size_t n,
+                             int C, int group)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = __fmul_rn(sc[(int)(i % (size_t)C) / group], x[i]);
+        if (y)
+            y[i] = v;
+        if (yb)
+            yb[i] = __float2bfloat16_rn(v);
+    }
+}
+
 static unsigned grid_for(size_t n)
 {
     size_t b = (n + 255) / 256;
@@ -314,6 +351,13 @@ static unsigned grid_for(size_t n)
 static void add(gk_gpu *g, float *y, const float *x, size_t n)
 {
     add_kernel<<<grid_for(n), 256, 0, g->stream>>>(y, x, n);
+    GK_CU(cudaGetLastError());
+}
+
+static void scale(gk_gpu *g, float *y, gk_bf16 *yb, const float *x, const float *sc, size_t n,
+                  int C, int group)
+{
+    scale_kernel<<<grid_for(n), 256, 0, g->stream>>>(y, yb, x, sc, n, C, group);
     GK_CU(cudaGetLastError());
 }
 
@@ -364,22 +408,33 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
     cudaStream_t s = g->stream;
     float *x = a->xout;
     const float *mix = P(g, b, GK_BLK_RESID_MIX);
-    zero(g, x, NC * sizeof(float));
-    GK_CU(gk_cu_scale_add_fwd(x, a->xin, mix, N, C, 1, s));
-    GK_CU(gk_cu_scale_add_fwd(x, g->x0, mix + C, N, C, 1, s));
+    mix_kernel<<<grid_for(NC), 256, 0, s>>>(x, a->xin, g->x0, mix, NC, C);
+    GK_CU(cudaGetLastError());
     GK_CU(gk_cu_rmsnorm_fwd(a->ln1, a->rstd1, x, N, C, GK_RMSNORM_EPS, s));
     to_bf16(g, a->ln1_b, a->ln1, NC);
     gk_gemm_linear_fwd(&g->gemm, a->qn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_Q), N, C, C, 0);
     gk_gemm_linear_fwd(&g->gemm, a->kn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_K), N, C, KVD, 0);
-    gk_gemm_linear_fwd(&g->gemm, a->v, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_V), N, C, KVD, 0);
+    if (g->tc) /* v feeds the attention alone, in bf16 */
+        gk_gemm_linear_fwd(&g->gemm, a->v_b, GK_OUT_BF16, a->ln1_b, W(g, b, GK_BLK_C_V), N, C,
+                           KVD, 0);
+    else
+        gk_gemm_linear_fwd(&g->gemm, a->v, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_V), N, C,
+                           KVD, 0);
     GK_CU(gk_cu_rmsnorm_fwd(a->qn, a->rstdq, a->qn, N * H, D, GK_RMSNORM_EPS, s));
     GK_CU(gk_cu_rmsnorm_fwd(a->kn, a->rstdk, a->kn, N * KV, D, GK_RMSNORM_EPS, s));
     GK_CU(gk_cu_rope_fwd(a->qr, a->qn, g->cos, g->sin, B, T, H, D, g->R, s));
     GK_CU(gk_cu_rope_fwd(a->kr, a->kn, g->cos, g->sin, B, T, KV, D, g->R, s));
-    zero(g, a->qg, NC * sizeof(float));
-    GK_CU(gk_cu_scale_add_fwd(a->qg, a->qr, P(g, b, GK_BLK_Q_GAIN), N, C, D, s));
-    GK_CU(gk_cu_attention_fwd(a->att, a->lse, a->qg, a->kr, a->v, B, T, H, KV, D, s));
-    to_bf16(g, a->att_b, a->att, NC);
+    /* q times q_gain: what the attention reads, in its type */
+    scale(g, g->tc ? NULL : a->qg, g->tc ? a->qg_b : NULL, a->qr, P(g, b, GK_BLK_Q_GAIN), NC,
+          C, D);
+    if (g->tc) {
+        to_bf16(g, a->kr_b, a->kr, (size_t)N * KVD);
+        GK_CU(gk_cu_attention_tc_fwd(a->att_b, a->lse, a->qg_b, a->kr_b, a->v_b, B, T, H, KV,
+                                     D, s));
+    } else {
+        GK_CU(gk_cu_attention_fwd(a->att, a->lse, a->qg, a->kr, a->v, B, T, H, KV, D, s));
+        to_bf16(g, a->att_b, a->att, NC);
+    }
     gk_gemm_linear_fwd(&g->gemm, a->ay, GK_OUT_F32, a->att_b, W(g, b, GK_BLK_ATTN_PROJ), N, C,
                        C, 0);
     GK_CU(gk_cu_scale_add_fwd(x, a->ay, P(g, b, GK_BLK_ATTN_SCALE), N, C, 1, s));
@@ -451,7 +506,8 @@ double gk_gpu_forward_rows(gk_gpu *g, int B, const int *tokens, const int *targe
 
 /* ---- backward ------------------------------------------------------------------ */
 
-/* dx (=|+=) dy W and dW += dy^T x, dy fp32 converted once to bf16 in DYB. */
+/* dx (=|+=) dy W and dW += dy^T x, dy fp32 converted to bf16 in DYB first
+ * when CONVERT (else DYB already holds it). */
 static void linear_bwd(gk_gpu *g, float *dx, int acc, float *dw, gk_bf16 *dyb, const float *dy,
                        const gk_bf16 *x, const gk_bf16 *w, int N, int in, int out,
                        int convert)
@@ -472,8 +528,8 @@ static void ffn_bwd(gk_gpu *g, block_acts *a, int b, int N)
                       g->load + (size_t)b * g->l->cfg.moe.n_experts);
         return;
     }
-    linear_bwd(g, g->dhact, 0, G(g, b, GK_BLK_MLP_PROJ), g->dA_b, g->dA, a->hact_b,
-               W(g, b, GK_BLK_MLP_PROJ), N, g->F, g->C, 1);
+    linear_bwd(g, g->dhact, 0, G(g, b, GK_BLK_MLP_PROJ), g->dA_b, NULL, a->hact_b,
+               W(g, b, GK_BLK_MLP_PROJ), N, g->F, g->C, 0);
     zero(g, g->dhpre, (size_t)N * g->FR * sizeof(float));
     GK_CU(gk_cu_act_bwd(g->dhpre, g->dhact, a->hpre, N, g->F, g->act, g->stream));
     linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_FC), g->dh_b, g->dhpre, a->ln2_b,
@@ -488,24 +544,33 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
     size_t NC = (size_t)N * C, NKVD = (size_t)N * KVD;
     cudaStream_t s = g->stream;
     void *w = g->work;
-    zero(g, g->dA, NC * sizeof(float));
-    GK_CU(gk_cu_scale_add_bwd(g->dA, G(g, b, GK_BLK_MLP_SCALE), g->dres, a->my,
+    /* x += mlp_scale * my: d(my) = mlp_scale d(x), in bf16 for the dense
+     * MLP's products (fp32 for the mixture's own kernels), and d(mlp_scale) */
+    GK_CU(gk_cu_scale_add_bwd(NULL, G(g, b, GK_BLK_MLP_SCALE), g->dres, a->my,
                               P(g, b, GK_BLK_MLP_SCALE), N, C, 1, w, s));
+    scale(g, g->moe ? g->dA : NULL, g->moe ? NULL : g->dA_b, g->dres, P(g, b, GK_BLK_MLP_SCALE),
+          NC, C, 1);
     ffn_bwd(g, a, b, N);
     GK_CU(gk_cu_rmsnorm_bwd(g->dres, g->dln, a->ln2, a->rstd2, N, C, s));
-    zero(g, g->dA, NC * sizeof(float));
-    GK_CU(gk_cu_scale_add_bwd(g->dA, G(g, b, GK_BLK_ATTN_SCALE), g->dres, a->ay,
+    GK_CU(gk_cu_scale_add_bwd(NULL, G(g, b, GK_BLK_ATTN_SCALE), g->dres, a->ay,
                               P(g, b, GK_BLK_ATTN_SCALE), N, C, 1, w, s));
-    linear_bwd(g, g->datt, 0, G(g, b, GK_BLK_ATTN_PROJ), g->dA_b, g->dA, a->att_b,
-               W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 1);
-    zero(g, g->dq1, NC * sizeof(float));
-    zero(g, g->dk1, NKVD * sizeof(float));
-    zero(g, g->dv, NKVD * sizeof(float));
-    GK_CU(gk_cu_attention_bwd(g->dq1, g->dk1, g->dv, g->datt, a->att, a->lse, a->qg, a->kr,
-                              a->v, B, T, H, KV, D, w, s));
-    zero(g, g->dq2, NC * sizeof(float));
-    GK_CU(gk_cu_scale_add_bwd(g->dq2, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qr,
+    scale(g, NULL, g->dA_b, g->dres, P(g, b, GK_BLK_ATTN_SCALE), NC, C, 1);
+    linear_bwd(g, g->datt, 0, G(g, b, GK_BLK_ATTN_PROJ), g->dA_b, NULL, a->att_b,
+               W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
+    if (g->tc) { /* overwrites dq, dk, dv */
+        to_bf16(g, g->datt_b, g->datt, NC);
+        GK_CU(gk_cu_attention_tc_bwd(g->dq1, g->dk1, g->dv, g->datt_b, a->att_b, a->lse,
+                                     a->qg_b, a->kr_b, a->v_b, B, T, H, KV, D, w, s));
+    } else {
+        zero(g, g->dq1, NC * sizeof(float));
+        zero(g, g->dk1, NKVD * sizeof(float));
+        zero(g, g->dv, NKVD * sizeof(float));
+        GK_CU(gk_cu_attention_bwd(g->dq1, g->dk1, g->dv, g->datt, a->att, a->lse, a->qg, a->kr,
+                                  a->v, B, T, H, KV, D, w, s));
+    }
+    GK_CU(gk_cu_scale_add_bwd(NULL, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qr,
                               P(g, b, GK_BLK_Q_GAIN), N, C, D, w, s));
+    scale(g, g->dq2, NULL, g->dq1, P(g, b, GK_BLK_Q_GAIN), NC, C, D);
     zero(g, g->dq1, NC * sizeof(float));
     GK_CU(gk_cu_rope_bwd(g->dq1, g->dq2, g->cos, g->sin, B, T, H, D, g->R, s));
     zero(g, g->dq2, NC * sizeof(float));
