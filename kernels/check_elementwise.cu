@@ -28,8 +28,19 @@
  *   errors in th by up to 1 / (1 - th^2) for the largest logits. dz is held
  *   to that bound beyond an absolute allowance of 4 2^-24 |dloss| / N, the
  *   float resolution of the reference itself where the target's probability
- *   p is near 1 (see gk_check_softcap_ce). */
+ *   p is near 1 (see gk_check_softcap_ce).
+ *
+ * After its comparisons, each check of a kernel in the golf baseline's training
+ * step times it at the baseline's shapes (micro-batch N 65536 tokens, d_model
+ * 512, 8 heads of 64, 4 kv heads, relu^2 hidden 1024) and prints one TAP
+ * comment per kernel, "# timing ...": the median of 9 runs after a warm-up,
+ * with the bandwidth of the fewest bytes the call must move (each input read
+ * once, each output written once). Informational, never asserted. The embed
+ * check also times gemm.cu's fp32 <-> bf16 conversions, whose check lives in
+ * check_main.cu. */
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
@@ -90,7 +101,71 @@ static int *rand_tokens(int N, int V)
     return t;
 }
 
+/* ---- timing ---------------------------------------------------------------- */
+
+/* The golf baseline's shapes. */
+enum { TIME_N = 65536, TIME_C = 512, TIME_H = 8, TIME_KV = 4, TIME_D = 64, TIME_F = 1024 };
+
+/* N uniform values of variance 1 from a hash of the index and SEED: timing
+ * inputs without a host round trip, and never the zeros that can run faster
+ * than real data. */
+static __global__ void time_fill_k(float *p, size_t n, uint32_t seed)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t x = (uint32_t)i * 0x9E3779B9u ^ seed;
+        x ^= x >> 16, x *= 0x7FEB352Du, x ^= x >> 15, x *= 0x846CA68Bu, x ^= x >> 16;
+        p[i] = 1.7320508f * (2.f * (float)(x >> 8) / 16777216.f - 1.f);
+    }
+}
+
+static float *time_filled(gk_cu_arena *a, size_t n, uint32_t seed)
+{
+    float *p = (float *)gk_cu_arena_alloc(a, n * sizeof(float));
+    time_fill_k<<<1024, 256>>>(p, n, seed);
+    GK_CU(cudaGetLastError());
+    return p;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* Time RUN (the median of 9 after a warm-up) and print one "# timing" line
+ * naming WHAT, with the bandwidth of BYTES moved. */
+template <typename F> static void time_it(const char *what, double bytes, F run)
+{
+    cudaEvent_t e0, e1;
+    float t[9];
+    GK_CU(cudaEventCreate(&e0));
+    GK_CU(cudaEventCreate(&e1));
+    run();
+    for (int i = 0; i < 9; i++) {
+        GK_CU(cudaEventRecord(e0, 0));
+        run();
+        GK_CU(cudaEventRecord(e1, 0));
+        GK_CU(cudaEventSynchronize(e1));
+        GK_CU(cudaEventElapsedTime(&t[i], e0, e1));
+    }
+    GK_CU(cudaEventDestroy(e0));
+    GK_CU(cudaEventDestroy(e1));
+    qsort(t, 9, sizeof t[0], cmp_float);
+    printf("# timing %s: %.4f ms, %.0f GB/s (median of 9)\n", what, t[4], bytes / t[4] * 1e-6);
+}
+
 /* ---- embedding ------------------------------------------------------------- */
+
+/* gemm.cu's conversions on an activation of the baseline, [N, 512]. */
+static void time_convert(gk_cu_arena *arena)
+{
+    size_t n = (size_t)TIME_N * TIME_C;
+    float *f = time_filled(arena, n, 1);
+    gk_bf16 *b = (gk_bf16 *)gk_cu_arena_alloc(arena, n * sizeof(gk_bf16));
+    time_it("gk_f32_to_bf16 n 65536*512", 6.0 * n, [&] { gk_f32_to_bf16(b, f, n, 0); });
+    time_it("gk_bf16_to_f32 n 65536*512", 6.0 * n, [&] { gk_bf16_to_f32(f, b, n, 0); });
+}
 
 void gk_check_embed(gk_cu_arena *arena)
 {
@@ -120,9 +195,34 @@ void gk_check_embed(gk_cu_arena *arena)
               e);
         free(wte), free(dy), free(dwte), free(y), free(tok);
     }
+    time_convert(arena);
 }
 
 /* ---- rmsnorm --------------------------------------------------------------- */
+
+/* The block norms on [N, 512] and the per-head QK norm on [N H, 64]; the
+ * backward's dy is x's buffer (the values do not matter, only that they are
+ * finite and not zero). */
+static void time_rmsnorm(gk_cu_arena *arena)
+{
+    static const struct {
+        int N, C;
+        const char *fwd, *bwd;
+    } shapes[] = {{TIME_N, TIME_C, "rmsnorm fwd [65536,512]", "rmsnorm bwd [65536,512]"},
+                  {TIME_N * TIME_H, TIME_D, "rmsnorm fwd [65536*8,64]",
+                   "rmsnorm bwd [65536*8,64]"}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s].N, C = shapes[s].C;
+        size_t n = (size_t)N * C;
+        float *x = time_filled(arena, n, 2), *y = time_filled(arena, n, 3);
+        float *dx = time_filled(arena, n, 4), *r = time_filled(arena, (size_t)N, 5);
+        time_it(shapes[s].fwd, 8.0 * n + 4.0 * N,
+                [&] { GK_CU(gk_cu_rmsnorm_fwd(y, r, x, N, C, GK_RMSNORM_EPS, 0)); });
+        time_it(shapes[s].bwd, 16.0 * n + 4.0 * N,
+                [&] { GK_CU(gk_cu_rmsnorm_bwd(dx, x, y, r, N, C, 0)); });
+        gk_cu_arena_reset(arena);
+    }
+}
 
 void gk_check_rmsnorm(gk_cu_arena *arena)
 {
@@ -161,9 +261,23 @@ void gk_check_rmsnorm(gk_cu_arena *arena)
               bound);
         free(x), free(dy), free(dx), free(y), free(rstd);
     }
+    time_rmsnorm(arena);
 }
 
 /* ---- rotary ---------------------------------------------------------------- */
+
+/* The query's rotary, B 64 T 1024 H 8 D 64, rotating the whole head. */
+static void time_rope(gk_cu_arena *arena)
+{
+    const int B = TIME_N / 1024, T = 1024, H = TIME_H, D = TIME_D;
+    size_t n = (size_t)B * T * H * D, nt = (size_t)T * (D / 2);
+    float *cs = time_filled(arena, nt, 6), *sn = time_filled(arena, nt, 7);
+    float *x = time_filled(arena, n, 8), *y = time_filled(arena, n, 9);
+    time_it("rope fwd [65536*8,64]", 8.0 * n,
+            [&] { GK_CU(gk_cu_rope_fwd(y, x, cs, sn, B, T, H, D, D, 0)); });
+    time_it("rope bwd [65536*8,64]", 12.0 * n,
+            [&] { GK_CU(gk_cu_rope_bwd(y, x, cs, sn, B, T, H, D, D, 0)); });
+}
 
 void gk_check_rope(gk_cu_arena *arena)
 {
@@ -200,9 +314,24 @@ void gk_check_rope(gk_cu_arena *arena)
                       "(bound 0)", B, T, H, D, r, e);
         free(cs), free(sn), free(x), free(dy), free(dx), free(y);
     }
+    time_rope(arena);
 }
 
 /* ---- activations ----------------------------------------------------------- */
+
+/* relu^2 on [N/2, 1024]: the backward's three [N, 1024] arrays would not fit
+ * the check arena at the whole micro-batch. */
+static void time_act(gk_cu_arena *arena)
+{
+    const int N = TIME_N / 2, F = TIME_F;
+    size_t n = (size_t)N * F;
+    float *x = time_filled(arena, n, 10), *y = time_filled(arena, n, 11);
+    float *dx = time_filled(arena, n, 12);
+    time_it("relu2 fwd [32768,1024]", 8.0 * n,
+            [&] { GK_CU(gk_cu_act_fwd(y, x, N, F, GK_OP_RELU2, 0)); });
+    time_it("relu2 bwd [32768,1024]", 16.0 * n,
+            [&] { GK_CU(gk_cu_act_bwd(dx, y, x, N, F, GK_OP_RELU2, 0)); });
+}
 
 void gk_check_act(gk_cu_arena *arena)
 {
@@ -237,6 +366,7 @@ void gk_check_act(gk_cu_arena *arena)
                   acts[a].name, N, F, e, bound);
             free(x), free(dy), free(dx), free(y);
         }
+    time_act(arena);
 }
 
 /* ---- softcapped cross-entropy ---------------------------------------------- */
@@ -346,6 +476,27 @@ void gk_check_softcap_ce(gk_cu_arena *arena)
 
 /* ---- scale by a vector ----------------------------------------------------- */
 
+/* The residual mix on [N, 512] (s per channel): the forward, the backward
+ * with both gradients, with ds alone; and ds alone per head (group 64, the
+ * query gain). */
+static void time_scale_add(gk_cu_arena *arena)
+{
+    const int N = TIME_N, C = TIME_C;
+    size_t n = (size_t)N * C;
+    float *x = time_filled(arena, n, 13), *y = time_filled(arena, n, 14);
+    float *dy = time_filled(arena, n, 15), *s = time_filled(arena, (size_t)C, 16);
+    float *ds = time_filled(arena, (size_t)C, 17);
+    void *work = gk_cu_arena_alloc(arena, gk_cu_scale_add_bwd_workspace(N, C));
+    time_it("scale_add fwd [65536,512]", 12.0 * n,
+            [&] { GK_CU(gk_cu_scale_add_fwd(y, x, s, N, C, 1, 0)); });
+    time_it("scale_add bwd dx+ds [65536,512]", 16.0 * n,
+            [&] { GK_CU(gk_cu_scale_add_bwd(y, ds, dy, x, s, N, C, 1, work, 0)); });
+    time_it("scale_add bwd ds only [65536,512]", 8.0 * n,
+            [&] { GK_CU(gk_cu_scale_add_bwd(NULL, ds, dy, x, s, N, C, 1, work, 0)); });
+    time_it("scale_add bwd ds only [65536,512] group 64", 8.0 * n,
+            [&] { GK_CU(gk_cu_scale_add_bwd(NULL, ds, dy, x, s, N, C, 64, work, 0)); });
+}
+
 void gk_check_scale_add(gk_cu_arena *arena)
 {
     static const struct {
@@ -389,6 +540,7 @@ void gk_check_scale_add(gk_cu_arena *arena)
               "ds %.3g", N, C, g, ex, es);
         free(x), free(y), free(sc), free(dy), free(dx), free(ds), free(dx1), free(ds1);
     }
+    time_scale_add(arena);
 }
 
 /* ---- Adam ------------------------------------------------------------------ */

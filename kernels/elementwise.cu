@@ -18,6 +18,8 @@
  *   the double sums. */
 #include "elementwise.h"
 
+#include <stdint.h>
+
 #include <cub/device/device_radix_sort.cuh>
 
 /* Threads of a block, for the element-wise kernels and for the one-block-per-
@@ -70,6 +72,56 @@ template <typename T, typename Op> __device__ T block_reduce(T v, T *sh, Op op, 
     __syncthreads();
     return v;
 }
+
+/* ---- 16-byte accesses ------------------------------------------------------ */
+
+/* The kernels of the training step are memory-bound: their time is the bytes
+ * they move over HBM bandwidth, approached only with wide accesses and many of
+ * them in flight. Most move VEC floats per access: 4, one 16-byte load or
+ * store (the widest a thread issues), where the widths allow it and every
+ * pointer is 16-byte aligned, else 1. The model's arrays come from an arena
+ * aligned to 256 bytes at the baseline's widths, so the VEC 1 variants serve
+ * odd widths and odd offsets, as in the checks. The element-wise kernels run
+ * one vector per thread at the model's sizes (grid_for's cap of 2^20 blocks
+ * is not reached), so each thread issues its loads at once and the grid-stride
+ * loop only covers larger arrays. */
+template <int VEC> struct fvec {
+    float v[VEC];
+};
+
+/* VEC floats from p; for VEC 4, one 16-byte load when WIDE, else four scalar
+ * loads of the same values (p not 16-byte aligned). */
+template <int VEC> __device__ __forceinline__ fvec<VEC> vload(const float *p, bool wide = true)
+{
+    fvec<VEC> r;
+    if constexpr (VEC == 4) {
+        if (wide) {
+            float4 t = *(const float4 *)p;
+            r.v[0] = t.x, r.v[1] = t.y, r.v[2] = t.z, r.v[3] = t.w;
+            return r;
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < VEC; e++)
+        r.v[e] = p[e];
+    return r;
+}
+
+template <int VEC>
+__device__ __forceinline__ void vstore(float *p, const fvec<VEC> &r, bool wide = true)
+{
+    if constexpr (VEC == 4) {
+        if (wide) {
+            *(float4 *)p = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
+            return;
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < VEC; e++)
+        p[e] = r.v[e];
+}
+
+static bool al16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
 /* ---- embedding ------------------------------------------------------------- */
 
@@ -167,184 +219,441 @@ cudaError_t gk_cu_embed_bwd(float *dwte, const float *dy, const int *tokens, int
 
 /* ---- rmsnorm --------------------------------------------------------------- */
 
-/* No __restrict__: y may alias x. Each thread reads and writes only its own
- * channels, and reads them again after the reduction, so aliasing is safe. */
-__global__ void rmsnorm_fwd_k(float *y, float *rstd, const float *x, int C, double eps)
+/* A group of G lanes of one warp per row (G a power of two, 4 to 32), THREADS
+ * / G rows per block. The rows are short (d_model 512, and 64 for the
+ * per-head QK norm on [N H, 64]): a block per row left three quarters of its
+ * threads idle on a 64-wide row and paid three __syncthreads per row, while a
+ * lane group keeps its whole row in registers (PER slots of VEC floats per
+ * lane, read once with 16-byte loads), sums it by a shuffle tree without
+ * shared memory or barriers, and writes it back: x is read once. Slot k of
+ * lane l holds channels (k G + l) VEC to (k G + l) VEC + VEC - 1, so a
+ * group's slot k is one contiguous run, coalesced. PER 0 is the fallback for
+ * rows of more than 8 slots a lane (wider than 1024 at VEC 4): a loop over
+ * the row that reads it again after the sum, mostly from cache.
+ *
+ * The sums stay in double, as the CPU's do: in float, a 512-term sum of
+ * squares rounds off by ~sqrt(512) 2^-24 ~ 1.4e-6 relative, past the check's
+ * 1e-6 bound on y and rstd (and the backward's sum of dy y cancels, so its
+ * float rounding would be relatively larger still); a double add per element
+ * costs nothing next to the memory traffic. The sum's shape (each lane's
+ * slots in order, then the xor tree over the group's lanes) depends on C
+ * alone: VEC, G and PER are functions of C (row_shape), and WIDE (all
+ * pointers 16-byte aligned) only picks 16-byte or scalar loads of the same
+ * slots. The butterfly adds the same two values in both lanes of each pair,
+ * so every lane of the group ends with the same sum. */
+struct row_shape {
+    int vec, g, per;
+};
+
+static row_shape row_shape_of(int C)
 {
-    __shared__ double sh[33];
-    const float *xr = x + (size_t)blockIdx.x * C;
-    float *yr = y + (size_t)blockIdx.x * C;
+    row_shape rs;
+    rs.vec = C % 4 == 0 ? 4 : 1;
+    int slots = C / rs.vec;
+    rs.g = 4, rs.per = 1;
+    while (rs.g < 32 && rs.g < slots)
+        rs.g *= 2;
+    while (rs.per <= 8 && rs.per * 32 < slots)
+        rs.per *= 2;
+    if (rs.per > 8)
+        rs.per = 0;
+    return rs;
+}
+
+/* The sum of v over the G lanes of this lane's group, in every lane. */
+template <int G> __device__ __forceinline__ double group_sum(double v)
+{
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* No __restrict__: y may alias x. Each lane reads its slots before it writes
+ * them and never touches another lane's. Groups past the last row run with
+ * zeros, so every lane of a warp reaches the shuffles. */
+template <int VEC, int G, int PER>
+__global__ void __launch_bounds__(THREADS)
+    rmsnorm_fwd_k(float *y, float *rstd, const float *x, size_t N, int C, double eps, bool wide)
+{
+    int lane = threadIdx.x & (G - 1);
+    size_t row = ((size_t)blockIdx.x * THREADS + threadIdx.x) / G;
+    bool live = row < N;
+    const float *xr = x + (live ? row : 0) * C;
+    float *yr = y + (live ? row : 0) * C;
     double ss = 0;
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        ss += (double)xr[c] * xr[c];
-    ss = block_reduce(ss, sh, op_sum(), 0.0);
-    float r = (float)(1 / sqrt(ss / C + eps));
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        yr[c] = xr[c] * r;
-    if (rstd && threadIdx.x == 0)
-        rstd[blockIdx.x] = r;
+    if constexpr (PER > 0) {
+        fvec<VEC> v[PER];
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int c = (k * G + lane) * VEC;
+            v[k] = live && c < C ? vload<VEC>(xr + c, wide) : fvec<VEC>{};
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                ss += (double)v[k].v[e] * v[k].v[e];
+        }
+        ss = group_sum<G>(ss);
+        float r = (float)(1 / sqrt(ss / C + eps));
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int c = (k * G + lane) * VEC;
+            if (live && c < C) {
+#pragma unroll
+                for (int e = 0; e < VEC; e++)
+                    v[k].v[e] *= r;
+                vstore<VEC>(yr + c, v[k], wide);
+            }
+        }
+        if (live && lane == 0 && rstd)
+            rstd[row] = r;
+    } else {
+        for (int c = lane * VEC; live && c < C; c += G * VEC) {
+            fvec<VEC> v = vload<VEC>(xr + c, wide);
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                ss += (double)v.v[e] * v.v[e];
+        }
+        ss = group_sum<G>(ss);
+        float r = (float)(1 / sqrt(ss / C + eps));
+        for (int c = lane * VEC; live && c < C; c += G * VEC) {
+            fvec<VEC> v = vload<VEC>(xr + c, wide);
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                v.v[e] *= r;
+            vstore<VEC>(yr + c, v, wide);
+        }
+        if (live && lane == 0 && rstd)
+            rstd[row] = r;
+    }
+}
+
+/* The same layout; dy and y (and dx, whose load need not wait for the sum)
+ * are read once into registers. */
+template <int VEC, int G, int PER>
+__global__ void __launch_bounds__(THREADS)
+    rmsnorm_bwd_k(float *dx, const float *dy, const float *y, const float *rstd, size_t N,
+                  int C, bool wide)
+{
+    int lane = threadIdx.x & (G - 1);
+    size_t row = ((size_t)blockIdx.x * THREADS + threadIdx.x) / G;
+    bool live = row < N;
+    size_t off = (live ? row : 0) * C;
+    double acc = 0;
+    /* dy - y m cancels where dy is nearly parallel to y: no FMA. */
+#define RMS_BWD(d, g, yv, m, r) __fadd_rn(d, __fmul_rn(r, __fsub_rn(g, __fmul_rn(yv, m))))
+    if constexpr (PER > 0) {
+        fvec<VEC> g[PER], yv[PER], d[PER];
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int c = (k * G + lane) * VEC;
+            bool on = live && c < C;
+            g[k] = on ? vload<VEC>(dy + off + c, wide) : fvec<VEC>{};
+            yv[k] = on ? vload<VEC>(y + off + c, wide) : fvec<VEC>{};
+            d[k] = on ? vload<VEC>(dx + off + c, wide) : fvec<VEC>{};
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                acc += (double)g[k].v[e] * yv[k].v[e];
+        }
+        acc = group_sum<G>(acc);
+        float m = (float)(acc / C), r = live ? rstd[row] : 0;
+#pragma unroll
+        for (int k = 0; k < PER; k++) {
+            int c = (k * G + lane) * VEC;
+            if (live && c < C) {
+#pragma unroll
+                for (int e = 0; e < VEC; e++)
+                    d[k].v[e] = RMS_BWD(d[k].v[e], g[k].v[e], yv[k].v[e], m, r);
+                vstore<VEC>(dx + off + c, d[k], wide);
+            }
+        }
+    } else {
+        for (int c = lane * VEC; live && c < C; c += G * VEC) {
+            fvec<VEC> g = vload<VEC>(dy + off + c, wide), yv = vload<VEC>(y + off + c, wide);
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                acc += (double)g.v[e] * yv.v[e];
+        }
+        acc = group_sum<G>(acc);
+        float m = (float)(acc / C), r = live ? rstd[row] : 0;
+        for (int c = lane * VEC; live && c < C; c += G * VEC) {
+            fvec<VEC> g = vload<VEC>(dy + off + c, wide), yv = vload<VEC>(y + off + c, wide);
+            fvec<VEC> d = vload<VEC>(dx + off + c, wide);
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                d.v[e] = RMS_BWD(d.v[e], g.v[e], yv.v[e], m, r);
+            vstore<VEC>(dx + off + c, d, wide);
+        }
+    }
+#undef RMS_BWD
+}
+
+/* The kernel for a row_shape: K<VEC, G, PER>::fn names each instance. */
+template <int VEC, int G, int PER> struct rms_fwd {
+    static constexpr auto fn = &rmsnorm_fwd_k<VEC, G, PER>;
+};
+template <int VEC, int G, int PER> struct rms_bwd {
+    static constexpr auto fn = &rmsnorm_bwd_k<VEC, G, PER>;
+};
+
+template <template <int, int, int> class K, int VEC> static auto pick_rows_vec(row_shape rs)
+{
+    switch (rs.per) {
+    case 0:
+        return K<VEC, 32, 0>::fn;
+    case 2:
+        return K<VEC, 32, 2>::fn;
+    case 4:
+        return K<VEC, 32, 4>::fn;
+    case 8:
+        return K<VEC, 32, 8>::fn;
+    }
+    switch (rs.g) {
+    case 4:
+        return K<VEC, 4, 1>::fn;
+    case 8:
+        return K<VEC, 8, 1>::fn;
+    case 16:
+        return K<VEC, 16, 1>::fn;
+    }
+    return K<VEC, 32, 1>::fn;
+}
+
+template <template <int, int, int> class K> static auto pick_rows(row_shape rs)
+{
+    return rs.vec == 4 ? pick_rows_vec<K, 4>(rs) : pick_rows_vec<K, 1>(rs);
+}
+
+static unsigned rows_grid(size_t N, row_shape rs)
+{
+    size_t per_block = THREADS / rs.g;
+    return (unsigned)((N + per_block - 1) / per_block);
 }
 
 cudaError_t gk_cu_rmsnorm_fwd(float *y, float *rstd, const float *x, int N, int C,
                               double eps, cudaStream_t stream)
 {
-    if (N > 0)
-        rmsnorm_fwd_k<<<N, THREADS, 0, stream>>>(y, rstd, x, C, eps);
+    if (N > 0) {
+        row_shape rs = row_shape_of(C);
+        pick_rows<rms_fwd>(rs)<<<rows_grid((size_t)N, rs), THREADS, 0, stream>>>(
+            y, rstd, x, (size_t)N, C, eps, al16(y) && al16(x));
+    }
     return cudaGetLastError();
-}
-
-__global__ void rmsnorm_bwd_k(float *dx, const float *dy, const float *y, const float *rstd,
-                              int C)
-{
-    __shared__ double sh[33];
-    size_t off = (size_t)blockIdx.x * C;
-    double acc = 0;
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        acc += (double)dy[off + c] * y[off + c];
-    acc = block_reduce(acc, sh, op_sum(), 0.0);
-    float m = (float)(acc / C), r = rstd[blockIdx.x];
-    /* dy - y m cancels where dy is nearly parallel to y: no FMA. */
-    for (int c = threadIdx.x; c < C; c += blockDim.x)
-        dx[off + c] = __fadd_rn(
-            dx[off + c], __fmul_rn(r, __fsub_rn(dy[off + c], __fmul_rn(y[off + c], m))));
 }
 
 cudaError_t gk_cu_rmsnorm_bwd(float *dx, const float *dy, const float *y, const float *rstd,
                               int N, int C, cudaStream_t stream)
 {
-    if (N > 0)
-        rmsnorm_bwd_k<<<N, THREADS, 0, stream>>>(dx, dy, y, rstd, C);
+    if (N > 0) {
+        row_shape rs = row_shape_of(C);
+        pick_rows<rms_bwd>(rs)<<<rows_grid((size_t)N, rs), THREADS, 0, stream>>>(
+            dx, dy, y, rstd, (size_t)N, C, al16(dx) && al16(dy) && al16(y));
+    }
     return cudaGetLastError();
 }
 
 /* ---- rotary ---------------------------------------------------------------- */
 
-/* Work items per head: one per rotated pair (i, i + half), then one per
- * pass-through channel. A thread owns both channels of its pair, so y may
- * alias x with no thread reading another's output. */
+/* Work items per head row: one per VEC rotated pairs (i..i+VEC-1 with
+ * i+half..), then one per VEC pass-through channels. VEC 4 needs half and
+ * D - rope_dims multiples of 4 (rope_dims % 8 == 0, D % 4 == 0) and 16-byte
+ * aligned arrays, the tables included. A thread owns all the channels of its
+ * item, so y may alias x with no thread reading another's output. The
+ * arithmetic is the reference's per element, unfused, so the result is the
+ * same bits whatever VEC. */
+template <int VEC>
 __global__ void rope_fwd_k(float *y, const float *x, const float *cos_t, const float *sin_t,
                            size_t rows, int T, int H, int D, int rope_dims)
 {
-    int half = rope_dims / 2, per = half + (D - rope_dims);
+    int half = rope_dims / 2, per = (half + D - rope_dims) / VEC;
     GRID_STRIDE(i, rows * per)
     {
         size_t row = i / per;
-        int j = (int)(i % per);
+        int j = (int)(i % per) * VEC;
         const float *xr = x + row * D;
         float *yr = y + row * D;
         if (j < half) {
-            int t = (int)(row / H % T);
-            float c = cos_t[(size_t)t * half + j], s = sin_t[(size_t)t * half + j];
-            float x1 = xr[j], x2 = xr[j + half];
-            yr[j] = __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x2, s));
-            yr[j + half] = __fadd_rn(__fmul_rn(-x1, s), __fmul_rn(x2, c));
+            size_t tj = (size_t)(row / H % T) * half + j;
+            fvec<VEC> c = vload<VEC>(cos_t + tj), s = vload<VEC>(sin_t + tj);
+            fvec<VEC> x1 = vload<VEC>(xr + j), x2 = vload<VEC>(xr + j + half), y1, y2;
+#pragma unroll
+            for (int e = 0; e < VEC; e++) {
+                y1.v[e] = __fadd_rn(__fmul_rn(x1.v[e], c.v[e]), __fmul_rn(x2.v[e], s.v[e]));
+                y2.v[e] = __fadd_rn(__fmul_rn(-x1.v[e], s.v[e]), __fmul_rn(x2.v[e], c.v[e]));
+            }
+            vstore<VEC>(yr + j, y1);
+            vstore<VEC>(yr + j + half, y2);
         } else {
             int d = rope_dims + (j - half);
-            yr[d] = xr[d];
+            vstore<VEC>(yr + d, vload<VEC>(xr + d));
         }
     }
 }
 
+template <int VEC>
 __global__ void rope_bwd_k(float *dx, const float *dy, const float *cos_t, const float *sin_t,
                            size_t rows, int T, int H, int D, int rope_dims)
 {
-    int half = rope_dims / 2, per = half + (D - rope_dims);
+    int half = rope_dims / 2, per = (half + D - rope_dims) / VEC;
     GRID_STRIDE(i, rows * per)
     {
         size_t row = i / per;
-        int j = (int)(i % per);
+        int j = (int)(i % per) * VEC;
         const float *dyr = dy + row * D;
         float *dxr = dx + row * D;
         if (j < half) {
-            int t = (int)(row / H % T);
-            float c = cos_t[(size_t)t * half + j], s = sin_t[(size_t)t * half + j];
-            float d1 = dyr[j], d2 = dyr[j + half];
-            dxr[j] = __fadd_rn(dxr[j], __fsub_rn(__fmul_rn(d1, c), __fmul_rn(d2, s)));
-            dxr[j + half] =
-                __fadd_rn(dxr[j + half], __fadd_rn(__fmul_rn(d1, s), __fmul_rn(d2, c)));
+            size_t tj = (size_t)(row / H % T) * half + j;
+            fvec<VEC> c = vload<VEC>(cos_t + tj), s = vload<VEC>(sin_t + tj);
+            fvec<VEC> d1 = vload<VEC>(dyr + j), d2 = vload<VEC>(dyr + j + half);
+            fvec<VEC> a = vload<VEC>(dxr + j), b = vload<VEC>(dxr + j + half);
+#pragma unroll
+            for (int e = 0; e < VEC; e++) {
+                a.v[e] = __fadd_rn(a.v[e], __fsub_rn(__fmul_rn(d1.v[e], c.v[e]),
+                                                     __fmul_rn(d2.v[e], s.v[e])));
+                b.v[e] = __fadd_rn(b.v[e], __fadd_rn(__fmul_rn(d1.v[e], s.v[e]),
+                                                     __fmul_rn(d2.v[e], c.v[e])));
+            }
+            vstore<VEC>(dxr + j, a);
+            vstore<VEC>(dxr + j + half, b);
         } else {
             int d = rope_dims + (j - half);
-            dxr[d] += dyr[d];
+            fvec<VEC> a = vload<VEC>(dxr + d), g = vload<VEC>(dyr + d);
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                a.v[e] += g.v[e];
+            vstore<VEC>(dxr + d, a);
         }
     }
+}
+
+static bool rope_vec4(int D, int rope_dims, const void *a, const void *b, const float *cos,
+                      const float *sin)
+{
+    return rope_dims % 8 == 0 && D % 4 == 0 && al16(a) && al16(b) && al16(cos) && al16(sin);
 }
 
 cudaError_t gk_cu_rope_fwd(float *y, const float *x, const float *cos, const float *sin,
                            int B, int T, int H, int D, int rope_dims, cudaStream_t stream)
 {
-    size_t rows = (size_t)B * T * H, n = rows * (rope_dims / 2 + D - rope_dims);
-    rope_fwd_k<<<grid_for(n), THREADS, 0, stream>>>(y, x, cos, sin, rows, T, H, D,
-                                                    rope_dims);
+    size_t rows = (size_t)B * T * H, items = rows * (rope_dims / 2 + D - rope_dims);
+    if (rope_vec4(D, rope_dims, y, x, cos, sin))
+        rope_fwd_k<4><<<grid_for(items / 4), THREADS, 0, stream>>>(y, x, cos, sin, rows, T, H,
+                                                                   D, rope_dims);
+    else
+        rope_fwd_k<1><<<grid_for(items), THREADS, 0, stream>>>(y, x, cos, sin, rows, T, H, D,
+                                                               rope_dims);
     return cudaGetLastError();
 }
 
 cudaError_t gk_cu_rope_bwd(float *dx, const float *dy, const float *cos, const float *sin,
                            int B, int T, int H, int D, int rope_dims, cudaStream_t stream)
 {
-    size_t rows = (size_t)B * T * H, n = rows * (rope_dims / 2 + D - rope_dims);
-    rope_bwd_k<<<grid_for(n), THREADS, 0, stream>>>(dx, dy, cos, sin, rows, T, H, D,
-                                                    rope_dims);
+    size_t rows = (size_t)B * T * H, items = rows * (rope_dims / 2 + D - rope_dims);
+    if (rope_vec4(D, rope_dims, dx, dy, cos, sin))
+        rope_bwd_k<4><<<grid_for(items / 4), THREADS, 0, stream>>>(dx, dy, cos, sin, rows, T,
+                                                                   H, D, rope_dims);
+    else
+        rope_bwd_k<1><<<grid_for(items), THREADS, 0, stream>>>(dx, dy, cos, sin, rows, T, H,
+                                                               D, rope_dims);
     return cudaGetLastError();
 }
 
 /* ---- activations ----------------------------------------------------------- */
 
-__global__ void act_fwd_k(float *y, const float *x, size_t N, int F, gk_act act)
+/* VEC consecutive outputs per thread: VEC 4 needs N F (relu^2, leaky^2:
+ * flat arrays) or F (SwiGLU: gate and up halves of each row) a multiple of 4
+ * and aligned arrays. The arithmetic is per element as before. */
+template <int VEC> __global__ void act_fwd_k(float *y, const float *x, size_t N, int F, gk_act act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
-    GRID_STRIDE(i, N * F)
+    GRID_STRIDE(i, N * F / VEC)
     {
+        size_t k = i * VEC;
+        fvec<VEC> out;
         if (act == GK_OP_SWIGLU) {
-            size_t n = i / F, f = i % F;
-            float g = x[n * 2 * F + f], up = x[n * 2 * F + F + f];
-            y[i] = g / (1 + expf(-g)) * up;
+            size_t n = k / F, f = k % F;
+            fvec<VEC> g = vload<VEC>(x + n * 2 * F + f), up = vload<VEC>(x + n * 2 * F + F + f);
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                out.v[e] = g.v[e] / (1 + expf(-g.v[e])) * up.v[e];
         } else {
-            float v = x[i], a = v > 0 ? v : act == GK_OP_LEAKY2 ? slope * v : 0;
-            y[i] = a * a;
+            fvec<VEC> v = vload<VEC>(x + k);
+#pragma unroll
+            for (int e = 0; e < VEC; e++) {
+                float a = v.v[e] > 0 ? v.v[e] : act == GK_OP_LEAKY2 ? slope * v.v[e] : 0;
+                out.v[e] = a * a;
+            }
         }
+        vstore<VEC>(y + k, out);
     }
 }
 
 /* The products in the reference's left-to-right order, unfused: the SwiGLU
  * gate derivative 1 + g (1 - sig) crosses zero near g = -1.28, where a fused
- * rounding would be a large relative error. */
+ * rounding would be a large relative error. relu^2 writes back dx unchanged
+ * where x <= 0 (the vector is stored whole): the same bits as skipping it. */
+template <int VEC>
 __global__ void act_bwd_k(float *dx, const float *dy, const float *x, size_t N, int F,
                           gk_act act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
-    GRID_STRIDE(i, N * F)
+    GRID_STRIDE(i, N * F / VEC)
     {
-        float d = dy[i];
+        size_t k = i * VEC;
+        fvec<VEC> d = vload<VEC>(dy + k);
         if (act == GK_OP_SWIGLU) {
-            size_t n = i / F, f = i % F, ig = n * 2 * F + f, iu = ig + F;
-            float g = x[ig], up = x[iu], sig = 1 / (1 + expf(-g));
-            float dgate = __fmul_rn(
-                __fmul_rn(__fmul_rn(d, up), sig),
-                __fadd_rn(1.0f, __fmul_rn(g, __fsub_rn(1.0f, sig))));
-            dx[ig] = __fadd_rn(dx[ig], dgate);
-            dx[iu] = __fadd_rn(dx[iu], __fmul_rn(__fmul_rn(d, g), sig));
+            size_t n = k / F, f = k % F, ig = n * 2 * F + f, iu = ig + F;
+            fvec<VEC> g = vload<VEC>(x + ig), up = vload<VEC>(x + iu);
+            fvec<VEC> dg = vload<VEC>(dx + ig), du = vload<VEC>(dx + iu);
+#pragma unroll
+            for (int e = 0; e < VEC; e++) {
+                float sig = 1 / (1 + expf(-g.v[e]));
+                float dgate = __fmul_rn(__fmul_rn(__fmul_rn(d.v[e], up.v[e]), sig),
+                                        __fadd_rn(1.0f, __fmul_rn(g.v[e], __fsub_rn(1.0f, sig))));
+                dg.v[e] = __fadd_rn(dg.v[e], dgate);
+                du.v[e] = __fadd_rn(du.v[e], __fmul_rn(__fmul_rn(d.v[e], g.v[e]), sig));
+            }
+            vstore<VEC>(dx + ig, dg);
+            vstore<VEC>(dx + iu, du);
         } else {
-            float v = x[i];
-            if (v > 0)
-                dx[i] = __fadd_rn(dx[i], __fmul_rn(2 * v, d));
-            else if (act == GK_OP_LEAKY2)
-                dx[i] = __fadd_rn(dx[i], __fmul_rn(2 * slope * slope * v, d));
+            fvec<VEC> v = vload<VEC>(x + k), a = vload<VEC>(dx + k);
+#pragma unroll
+            for (int e = 0; e < VEC; e++) {
+                if (v.v[e] > 0)
+                    a.v[e] = __fadd_rn(a.v[e], __fmul_rn(2 * v.v[e], d.v[e]));
+                else if (act == GK_OP_LEAKY2)
+                    a.v[e] = __fadd_rn(a.v[e], __fmul_rn(2 * slope * slope * v.v[e], d.v[e]));
+            }
+            vstore<VEC>(dx + k, a);
         }
     }
+}
+
+/* VEC 4 where every row's vectors stay whole and aligned. */
+static bool act_vec4(size_t N, int F, gk_act act, const void *a, const void *b, const void *c)
+{
+    size_t width = act == GK_OP_SWIGLU ? (size_t)F : N * F;
+    return width % 4 == 0 && al16(a) && al16(b) && al16(c);
 }
 
 cudaError_t gk_cu_act_fwd(float *y, const float *x, int N, int F, gk_act act,
                           cudaStream_t stream)
 {
-    act_fwd_k<<<grid_for((size_t)N * F), THREADS, 0, stream>>>(y, x, (size_t)N, F, act);
+    size_t n = (size_t)N * F;
+    if (act_vec4((size_t)N, F, act, y, x, x))
+        act_fwd_k<4><<<grid_for(n / 4), THREADS, 0, stream>>>(y, x, (size_t)N, F, act);
+    else
+        act_fwd_k<1><<<grid_for(n), THREADS, 0, stream>>>(y, x, (size_t)N, F, act);
     return cudaGetLastError();
 }
 
 cudaError_t gk_cu_act_bwd(float *dx, const float *dy, const float *x, int N, int F,
                           gk_act act, cudaStream_t stream)
 {
-    act_bwd_k<<<grid_for((size_t)N * F), THREADS, 0, stream>>>(dx, dy, x, (size_t)N, F,
-                                                               act);
+    size_t n = (size_t)N * F;
+    if (act_vec4((size_t)N, F, act, dx, dy, x))
+        act_bwd_k<4><<<grid_for(n / 4), THREADS, 0, stream>>>(dx, dy, x, (size_t)N, F, act);
+    else
+        act_bwd_k<1><<<grid_for(n), THREADS, 0, stream>>>(dx, dy, x, (size_t)N, F, act);
     return cudaGetLastError();
 }
 
@@ -418,39 +727,118 @@ cudaError_t gk_cu_softcap_ce(float *dz, double *losses, double *mean, const floa
 
 /* ---- scale by a vector ----------------------------------------------------- */
 
-/* Rows per partial sum of ds: a constant, so the partition (and the bits of
- * ds) depend on N alone. */
-#define DS_CHUNK 256
+/* ds's partial sums: one per DS_ROWS rows and channel, each from DS_PHASES
+ * threads (rows phase, phase + DS_PHASES, ... of the chunk, in order) whose
+ * sums are then added in phase order. Constants, so the tree (and the bits of
+ * ds) depend on N alone. 256 rows and 8 phases: at the baseline ([65536,
+ * 512]) 256 chunks x 4 channel tiles = 1024 blocks of 256 threads, one full
+ * wave of an H100 (8 blocks an SM), 32 rows a thread. */
+#define DS_ROWS 256
+#define DS_PHASES 8
 
-__global__ void scale_add_k(float *y, const float *x, const float *s, size_t N, int C,
+/* y += s[c / group] x, VEC channels per thread; VEC 4 needs C % 4 == 0 (a
+ * vector never straddles two rows) and aligned y and x. s is tiny and stays
+ * in L1. */
+template <int VEC>
+__global__ void scale_add_k(float *y, const float *x, const float *s, size_t nvec, int C,
                             int group)
 {
-    GRID_STRIDE(i, N * C)
+    GRID_STRIDE(i, nvec)
     {
-        y[i] = __fadd_rn(y[i], __fmul_rn(s[i % C / group], x[i]));
+        int c = (int)(i % (size_t)(C / VEC)) * VEC;
+        fvec<VEC> a = vload<VEC>(y + i * VEC), b = vload<VEC>(x + i * VEC);
+#pragma unroll
+        for (int e = 0; e < VEC; e++)
+            a.v[e] = __fadd_rn(a.v[e], __fmul_rn(s[(c + e) / group], b.v[e]));
+        vstore<VEC>(y + i * VEC, a);
     }
+}
+
+/* VEC 4 where C allows it and the (non-NULL) arrays are aligned. */
+static bool sa_vec4(int C, const void *a, const void *b, const void *c)
+{
+    return C % 4 == 0 && (!a || al16(a)) && al16(b) && al16(c);
+}
+
+static void scale_add_launch(float *y, const float *x, const float *s, int N, int C, int group,
+                             cudaStream_t stream)
+{
+    size_t n = (size_t)N * C;
+    if (sa_vec4(C, y, x, x))
+        scale_add_k<4><<<grid_for(n / 4), THREADS, 0, stream>>>(y, x, s, n / 4, C, group);
+    else
+        scale_add_k<1><<<grid_for(n), THREADS, 0, stream>>>(y, x, s, n, C, group);
 }
 
 cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N, int C,
                                 int group, cudaStream_t stream)
 {
-    scale_add_k<<<grid_for((size_t)N * C), THREADS, 0, stream>>>(y, x, s, (size_t)N, C,
-                                                                  group);
+    scale_add_launch(y, x, s, N, C, group, stream);
     return cudaGetLastError();
 }
 
-/* Pass 1: part[k][c] = sum of x dy over rows k*DS_CHUNK.. of channel c, one
- * thread per (chunk, channel), rows in order, in double. */
-__global__ void ds_part_k(double *part, const float *dy, const float *x, int N, int C)
+/* Pass 1 of ds, fused with dx += s dy when dx is wanted, so dy is read once
+ * for both (the two passes apart moved 5 arrays' worth of bytes, this one 4;
+ * 2 for ds alone). Block (32, DS_PHASES): 32 slots of VEC channels by the
+ * phases of one chunk of DS_ROWS rows. Each thread accumulates x dy of its
+ * channels in double, rows in order, two rows a step so that 2 rows' loads are
+ * in flight before the first add (the dx stores would otherwise keep the
+ * compiler from hoisting the next row's loads); phase 0 then adds the
+ * phases' sums in order into part[chunk][c]. */
+template <int VEC>
+__global__ void __launch_bounds__(32 * DS_PHASES)
+    ds_part_k(float *dx, double *part, const float *dy, const float *x, const float *s, int N,
+              int C, int group)
 {
-    int c = blockIdx.y * blockDim.x + threadIdx.x, k = blockIdx.x;
-    if (c >= C)
-        return;
-    int n0 = k * DS_CHUNK, n1 = n0 + DS_CHUNK < N ? n0 + DS_CHUNK : N;
-    double acc = 0;
-    for (int n = n0; n < n1; n++)
-        acc += (double)x[(size_t)n * C + c] * dy[(size_t)n * C + c];
-    part[(size_t)k * C + c] = acc;
+    __shared__ double sh[DS_PHASES][32 * VEC];
+    int c0 = (blockIdx.y * 32 + threadIdx.x) * VEC, k = blockIdx.x;
+    bool on = c0 < C;
+    double acc[VEC] = {};
+    float sv[VEC] = {};
+    int n1 = (k + 1) * DS_ROWS < N ? (k + 1) * DS_ROWS : N;
+    if (on) {
+        if (dx) {
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                sv[e] = s[(c0 + e) / group];
+        }
+        for (int n = k * DS_ROWS + threadIdx.y; n < n1; n += 2 * DS_PHASES) {
+            bool two = n + DS_PHASES < n1;
+            size_t o0 = (size_t)n * C + c0, o1 = two ? o0 + (size_t)DS_PHASES * C : o0;
+            fvec<VEC> g0 = vload<VEC>(dy + o0), x0 = vload<VEC>(x + o0);
+            fvec<VEC> g1 = vload<VEC>(dy + o1), x1 = vload<VEC>(x + o1), d0, d1;
+            if (dx) {
+                d0 = vload<VEC>(dx + o0), d1 = vload<VEC>(dx + o1);
+#pragma unroll
+                for (int e = 0; e < VEC; e++) {
+                    d0.v[e] = __fadd_rn(d0.v[e], __fmul_rn(sv[e], g0.v[e]));
+                    d1.v[e] = __fadd_rn(d1.v[e], __fmul_rn(sv[e], g1.v[e]));
+                }
+                vstore<VEC>(dx + o0, d0);
+                if (two)
+                    vstore<VEC>(dx + o1, d1);
+            }
+#pragma unroll
+            for (int e = 0; e < VEC; e++) {
+                acc[e] += (double)x0.v[e] * g0.v[e];
+                if (two)
+                    acc[e] += (double)x1.v[e] * g1.v[e];
+            }
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < VEC; e++)
+        sh[threadIdx.y][threadIdx.x * VEC + e] = acc[e];
+    __syncthreads();
+    if (threadIdx.y == 0 && on) {
+#pragma unroll
+        for (int e = 0; e < VEC; e++) {
+            double t = sh[0][threadIdx.x * VEC + e];
+            for (int p = 1; p < DS_PHASES; p++)
+                t += sh[p][threadIdx.x * VEC + e];
+            part[(size_t)k * C + c0 + e] = t;
+        }
+    }
 }
 
 /* Pass 2: one block per entry j of s sums its chunks x channels by block_reduce. */
@@ -468,23 +856,27 @@ __global__ void ds_sum_k(float *ds, const double *part, int nchunk, int C, int g
 
 size_t gk_cu_scale_add_bwd_workspace(int N, int C)
 {
-    return (size_t)((N + DS_CHUNK - 1) / DS_CHUNK) * C * sizeof(double);
+    return (size_t)((N + DS_ROWS - 1) / DS_ROWS) * C * sizeof(double);
 }
 
 cudaError_t gk_cu_scale_add_bwd(float *dx, float *ds, const float *dy, const float *x,
                                 const float *s, int N, int C, int group, void *work,
                                 cudaStream_t stream)
 {
-    if (dx) /* dx += s dy is the forward with dy in place of x */
-        scale_add_k<<<grid_for((size_t)N * C), THREADS, 0, stream>>>(dx, dy, s, (size_t)N,
-                                                                      C, group);
     if (ds && N > 0) {
-        int nchunk = (N + DS_CHUNK - 1) / DS_CHUNK;
+        int nchunk = (N + DS_ROWS - 1) / DS_ROWS;
+        dim3 block(32, DS_PHASES);
         /* Chunks along x, whose limit is 2^31 - 1 blocks (y's is 65535). */
-        dim3 grid((unsigned)nchunk, (unsigned)((C + THREADS - 1) / THREADS));
-        ds_part_k<<<grid, THREADS, 0, stream>>>((double *)work, dy, x, N, C);
+        if (sa_vec4(C, dx, dy, x))
+            ds_part_k<4><<<dim3((unsigned)nchunk, (unsigned)((C / 4 + 31) / 32)), block, 0,
+                           stream>>>(dx, (double *)work, dy, x, s, N, C, group);
+        else
+            ds_part_k<1><<<dim3((unsigned)nchunk, (unsigned)((C + 31) / 32)), block, 0,
+                           stream>>>(dx, (double *)work, dy, x, s, N, C, group);
         ds_sum_k<<<C / group, THREADS, 0, stream>>>(ds, (const double *)work, nchunk, C,
                                                     group);
+    } else if (dx) { /* dx += s dy alone is the forward with dy in place of x */
+        scale_add_launch(dx, dy, s, N, C, group, stream);
     }
     return cudaGetLastError();
 }

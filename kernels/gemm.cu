@@ -116,37 +116,72 @@ void gk_gemm_linear_bwd_dw(gk_gemm *g, void *dw, gk_out_type dwt, const gk_bf16 
     lt_matmul(g, CUBLAS_OP_N, CUBLAS_OP_T, in, out, N, x, in, dy, out, dw, dwt, in, accumulate);
 }
 
-/* Conversions: grid-stride loops, so one launch shape serves any n. 256
- * threads, and at most 8 blocks per SM of a 132-SM H100 worth of blocks:
- * enough to saturate memory bandwidth on an elementwise copy. */
+/* Conversions: pure copies with a change of width, so their only cost is
+ * bytes. Each thread converts 4 values a step, a 16-byte float access and an
+ * 8-byte bf16 access (the widest each side allows for 4 values), when both
+ * pointers are aligned for them (the model's buffers are: its arena aligns
+ * to 256 bytes); otherwise VEC 1, one value a step. The n % VEC values past
+ * the last whole vector go to the grid's first threads. One step per thread
+ * at the model's sizes (a grid of up to 2^20 blocks, grid-stride beyond):
+ * many short-lived threads keep more loads in flight than a small grid
+ * looping (the earlier 1056 blocks of one value a step). */
 #define CONV_THREADS 256
-#define CONV_MAX_BLOCKS 1056
+#define CONV_MAX_BLOCKS (1u << 20)
 
-static unsigned conv_blocks(size_t n)
+static unsigned conv_blocks(size_t nvec)
 {
-    size_t b = (n + CONV_THREADS - 1) / CONV_THREADS;
-    return (unsigned)(b < CONV_MAX_BLOCKS ? b : CONV_MAX_BLOCKS);
+    size_t b = (nvec + CONV_THREADS - 1) / CONV_THREADS;
+    return (unsigned)(b < 1 ? 1 : b < CONV_MAX_BLOCKS ? b : CONV_MAX_BLOCKS);
 }
 
-static __global__ void f32_to_bf16_kernel(gk_bf16 *dst, const float *src, size_t n)
+/* Four bf16, stored or loaded as one 8-byte access. */
+struct __align__(8) bf16x4 {
+    __nv_bfloat162 lo, hi;
+};
+
+template <int VEC> static __global__ void f32_to_bf16_kernel(gk_bf16 *dst, const float *src,
+                                                             size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __float2bfloat16_rn(src[i]);
+    size_t first = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nv = n / VEC;
+    for (size_t i = first; i < nv; i += (size_t)gridDim.x * blockDim.x) {
+        if constexpr (VEC == 4) {
+            float4 f = ((const float4 *)src)[i];
+            /* __floats2bfloat162_rn rounds each half to nearest even, as
+             * __float2bfloat16_rn does; .x (the lower address) is its first. */
+            ((bf16x4 *)dst)[i] = {__floats2bfloat162_rn(f.x, f.y), __floats2bfloat162_rn(f.z, f.w)};
+        } else {
+            dst[i] = __float2bfloat16_rn(src[i]);
+        }
+    }
+    if (first < n - nv * VEC)
+        dst[nv * VEC + first] = __float2bfloat16_rn(src[nv * VEC + first]);
 }
 
-static __global__ void bf16_to_f32_kernel(float *dst, const gk_bf16 *src, size_t n)
+template <int VEC> static __global__ void bf16_to_f32_kernel(float *dst, const gk_bf16 *src,
+                                                             size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        dst[i] = __bfloat162float(src[i]);
+    size_t first = blockIdx.x * (size_t)blockDim.x + threadIdx.x, nv = n / VEC;
+    for (size_t i = first; i < nv; i += (size_t)gridDim.x * blockDim.x) {
+        if constexpr (VEC == 4) {
+            bf16x4 b = ((const bf16x4 *)src)[i];
+            float2 lo = __bfloat1622float2(b.lo), hi = __bfloat1622float2(b.hi);
+            ((float4 *)dst)[i] = make_float4(lo.x, lo.y, hi.x, hi.y);
+        } else {
+            dst[i] = __bfloat162float(src[i]);
+        }
+    }
+    if (first < n - nv * VEC)
+        dst[nv * VEC + first] = __bfloat162float(src[nv * VEC + first]);
 }
 
 void gk_f32_to_bf16(gk_bf16 *dst, const float *src, size_t n, cudaStream_t stream)
 {
     if (!n)
         return; /* a launch of 0 blocks is an error */
-    f32_to_bf16_kernel<<<conv_blocks(n), CONV_THREADS, 0, stream>>>(dst, src, n);
+    if ((uintptr_t)src % 16 == 0 && (uintptr_t)dst % 8 == 0)
+        f32_to_bf16_kernel<4><<<conv_blocks(n / 4), CONV_THREADS, 0, stream>>>(dst, src, n);
+    else
+        f32_to_bf16_kernel<1><<<conv_blocks(n), CONV_THREADS, 0, stream>>>(dst, src, n);
     GK_CU(cudaGetLastError());
 }
 
@@ -154,6 +189,9 @@ void gk_bf16_to_f32(float *dst, const gk_bf16 *src, size_t n, cudaStream_t strea
 {
     if (!n)
         return;
-    bf16_to_f32_kernel<<<conv_blocks(n), CONV_THREADS, 0, stream>>>(dst, src, n);
+    if ((uintptr_t)src % 8 == 0 && (uintptr_t)dst % 16 == 0)
+        bf16_to_f32_kernel<4><<<conv_blocks(n / 4), CONV_THREADS, 0, stream>>>(dst, src, n);
+    else
+        bf16_to_f32_kernel<1><<<conv_blocks(n), CONV_THREADS, 0, stream>>>(dst, src, n);
     GK_CU(cudaGetLastError());
 }
