@@ -47,9 +47,10 @@ size_t gk_cu_embed_bwd_workspace(int N, int vocab);
 cudaError_t gk_cu_embed_bwd(float *dwte, const float *dy, const int *tokens, int N, int C,
                             int vocab, void *work, cudaStream_t stream);
 
-/* RMSNorm without weight, as gk_rmsnorm_fwd_f32 / gk_rmsnorm_bwd_f32: one
- * block per row, the sum of squares (and of dy y) in double. y may alias x;
- * rstd [N] may be NULL in the forward. */
+/* RMSNorm without weight, as gk_rmsnorm_fwd_f32 / gk_rmsnorm_bwd_f32: a
+ * group of lanes of one warp per row (the row held in registers, several
+ * rows a block), the sum of squares (and of dy y) in double by a fixed
+ * shuffle tree. y may alias x; rstd [N] may be NULL in the forward. */
 cudaError_t gk_cu_rmsnorm_fwd(float *y, float *rstd, const float *x, int N, int C,
                               double eps, cudaStream_t stream);
 cudaError_t gk_cu_rmsnorm_bwd(float *dx, const float *dy, const float *y, const float *rstd,
@@ -86,9 +87,10 @@ cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N,
                                 int group, cudaStream_t stream);
 /* Backward, as gk_scale_add_bwd_f32: dx += s dy (dx may be NULL), ds[j] +=
  * sum of x dy over its channels (ds may be NULL). ds is reduced in two
- * passes: partial sums of fixed chunks of rows per channel (in double, rows
- * in order), then one block per entry of s sums its chunks and channels by a
- * fixed tree. work holds gk_cu_scale_add_bwd_workspace(N, C) bytes. */
+ * passes: partial sums of fixed chunks of rows per channel (in double; each
+ * chunk's rows in a fixed number of phases, in order within a phase, the
+ * phases added in order), then the chunks and channels of each entry of s
+ * by a fixed tree; dx is updated in the first pass, so dy is read once. work holds gk_cu_scale_add_bwd_workspace(N, C) bytes. */
 size_t gk_cu_scale_add_bwd_workspace(int N, int C);
 cudaError_t gk_cu_scale_add_bwd(float *dx, float *ds, const float *dy, const float *x,
                                 const float *s, int N, int C, int group, void *work,
