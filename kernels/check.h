@@ -69,6 +69,38 @@ void *gk_check_poisoned(gk_cu_arena *arena, size_t bytes);
 /* A new host float array with the N device values of type TYPE (free() it). */
 float *gk_check_download(const void *dev, size_t n, gk_out_type type);
 
+/* Host memory of BYTES, zeroed (never NULL, even for 0 bytes; dies when out
+ * of memory). */
+void *gk_check_xalloc(size_t bytes);
+/* Device copies from ARENA: N floats as fp32, or BYTES as they are. */
+float *gk_check_up(gk_cu_arena *arena, const float *host, size_t n);
+void *gk_check_up_bytes(gk_cu_arena *arena, const void *host, size_t bytes);
+/* A new host array with the N device fp32 values (free() it). */
+float *gk_check_down(const float *dev, size_t n);
+
+/* The median of 9 timed runs of RUN (a callable that enqueues work on the
+ * default stream), after one untimed warm-up, in ms: what the checks print
+ * as "# timing" comments (informational, never asserted). */
+float gk_check_median9(float *ms);
+template <typename F> float gk_check_median_ms(F run)
+{
+    cudaEvent_t e0, e1;
+    float t[9];
+    GK_CU(cudaEventCreate(&e0));
+    GK_CU(cudaEventCreate(&e1));
+    run();
+    for (int i = 0; i < 9; i++) {
+        GK_CU(cudaEventRecord(e0, 0));
+        run();
+        GK_CU(cudaEventRecord(e1, 0));
+        GK_CU(cudaEventSynchronize(e1));
+        GK_CU(cudaEventElapsedTime(&t[i], e0, e1));
+    }
+    GK_CU(cudaEventDestroy(e0));
+    GK_CU(cudaEventDestroy(e1));
+    return gk_check_median9(t);
+}
+
 /* The max over i of |got - want| / (|want| + rms(want)): relative error,
  * floored by the output's scale so that outputs near zero (cancellation) do
  * not divide by nearly nothing. Infinity when any got is NaN or infinite where

@@ -27,11 +27,6 @@
 #include "attention.h" /* first: it includes ops.h inside extern "C" */
 #include "check.h"
 
-static float *up(gk_cu_arena *a, const float *h, size_t n)
-{
-    return (float *)gk_check_upload(a, h, n, GK_OUT_F32);
-}
-
 /* Compare device floats with the host's, free the download, return the error. */
 static double err_of(const float *dev, const float *want, size_t n)
 {
@@ -62,7 +57,7 @@ void gk_check_attention(gk_cu_arena *arena)
         float *out = gk_check_randn(nq, 1.0), *lse = gk_check_randn(nl, 1.0);
         gk_attention_fwd_f32(out, lse, q, k, v, B, T, H, KV, D);
 
-        float *d_q = up(arena, q, nq), *d_k = up(arena, k, nk), *d_v = up(arena, v, nk);
+        float *d_q = gk_check_up(arena, q, nq), *d_k = gk_check_up(arena, k, nk), *d_v = gk_check_up(arena, v, nk);
         float *d_out = (float *)gk_check_poisoned(arena, nq * 4);
         float *d_lse = (float *)gk_check_poisoned(arena, nl * 4);
         GK_CU(gk_cu_attention_fwd(d_out, d_lse, d_q, d_k, d_v, B, T, H, KV, D, 0));
@@ -72,9 +67,9 @@ void gk_check_attention(gk_cu_arena *arena)
               "(bound %g)", B, T, H, KV, D, eo, el, fwd_bound);
 
         /* The backward from the CPU's out and lse, into random dq, dk, dv. */
-        float *d_dq = up(arena, dq, nq), *d_dk = up(arena, dk, nk), *d_dv = up(arena, dv, nk);
-        float *d_dout = up(arena, dout, nq), *d_outc = up(arena, out, nq);
-        float *d_lsec = up(arena, lse, nl);
+        float *d_dq = gk_check_up(arena, dq, nq), *d_dk = gk_check_up(arena, dk, nk), *d_dv = gk_check_up(arena, dv, nk);
+        float *d_dout = gk_check_up(arena, dout, nq), *d_outc = gk_check_up(arena, out, nq);
+        float *d_lsec = gk_check_up(arena, lse, nl);
         void *work = gk_cu_arena_alloc(arena, gk_cu_attention_bwd_workspace(B, T, H));
         gk_attention_bwd_f32(dq, dk, dv, dout, out, lse, q, k, v, B, T, H, KV, D);
         GK_CU(gk_cu_attention_bwd(d_dq, d_dk, d_dv, d_dout, d_outc, d_lsec, d_q, d_k, d_v, B, T,

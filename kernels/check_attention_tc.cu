@@ -155,33 +155,6 @@ static void *carve_filled(char **at, size_t n, int bf16, uint32_t seed)
     return p;
 }
 
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-/* The median over 9 runs of RUN (after one warm-up), in ms. */
-template <typename F> static float median_ms(F run)
-{
-    cudaEvent_t e0, e1;
-    float t[9];
-    GK_CU(cudaEventCreate(&e0));
-    GK_CU(cudaEventCreate(&e1));
-    run();
-    for (int i = 0; i < 9; i++) {
-        GK_CU(cudaEventRecord(e0, 0));
-        run();
-        GK_CU(cudaEventRecord(e1, 0));
-        GK_CU(cudaEventSynchronize(e1));
-        GK_CU(cudaEventElapsedTime(&t[i], e0, e1));
-    }
-    GK_CU(cudaEventDestroy(e0));
-    GK_CU(cudaEventDestroy(e1));
-    qsort(t, 9, sizeof t[0], cmp_float);
-    return t[4];
-}
-
 /* The baseline's attention at B 32 (T 1024, H 8, KV 4, D 64): the fp32
  * kernels' buffers at B 64 would not fit the check arena's 512 MiB. One
  * region holds the bf16 set, then the fp32 set; the values are irrelevant
@@ -203,10 +176,10 @@ static void time_baseline(gk_cu_arena *arena)
         float *lse = (float *)carve_filled(&at, nl, 0, 6), *dq = (float *)carve_filled(&at, nq, 0, 7);
         float *dk = (float *)carve_filled(&at, nk, 0, 8), *dv = (float *)carve_filled(&at, nk, 0, 9);
         void *work = carve_filled(&at, 2 * nl, 0, 10);
-        fwd_ms = median_ms([&] {
+        fwd_ms = gk_check_median_ms([&] {
             GK_CU(gk_cu_attention_tc_fwd(out, lse, q, k, v, B, T, H, KV, D, 0));
         });
-        bwd_ms = median_ms([&] {
+        bwd_ms = gk_check_median_ms([&] {
             GK_CU(gk_cu_attention_tc_bwd(dq, dk, dv, dout, out, lse, q, k, v, B, T, H, KV, D,
                                          work, 0));
         });
@@ -219,10 +192,10 @@ static void time_baseline(gk_cu_arena *arena)
         float *dq = (float *)carve_filled(&at, nq, 0, 7), *dk = (float *)carve_filled(&at, nk, 0, 8);
         float *dv = (float *)carve_filled(&at, nk, 0, 9);
         void *work = carve_filled(&at, nl, 0, 10);
-        fwd32_ms = median_ms([&] {
+        fwd32_ms = gk_check_median_ms([&] {
             GK_CU(gk_cu_attention_fwd(out, lse, q, k, v, B, T, H, KV, D, 0));
         });
-        bwd32_ms = median_ms([&] {
+        bwd32_ms = gk_check_median_ms([&] {
             GK_CU(gk_cu_attention_bwd(dq, dk, dv, dout, out, lse, q, k, v, B, T, H, KV, D, work,
                                       0));
         });

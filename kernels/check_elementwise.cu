@@ -49,32 +49,10 @@ extern "C" {
 #include "optim.h" /* gk_adam_step: the reference of the Adam kernel */
 }
 
-static void *xalloc(size_t bytes)
-{
-    void *p = calloc(bytes ? bytes : 1, 1);
-    if (!p)
-        gk_cu_fail("calloc", __FILE__, __LINE__, "out of host memory");
-    return p;
-}
-
-static float *up(gk_cu_arena *a, const float *h, size_t n)
-{
-    return (float *)gk_check_upload(a, h, n, GK_OUT_F32);
-}
-
-static void *up_bytes(gk_cu_arena *a, const void *h, size_t bytes)
-{
-    void *d = gk_cu_arena_alloc(a, bytes);
-    GK_CU(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
-    return d;
-}
-
-static float *down(const float *d, size_t n) { return gk_check_download(d, n, GK_OUT_F32); }
-
 /* Compare device floats with the host's, free the download, return the error. */
 static double err_of(const float *dev, const float *want, size_t n)
 {
-    float *got = down(dev, n);
+    float *got = gk_check_down(dev, n);
     double e = gk_check_rel_err(got, want, n);
     free(got);
     return e;
@@ -83,7 +61,7 @@ static double err_of(const float *dev, const float *want, size_t n)
 /* A copy of n host floats. */
 static float *dup_f(const float *h, size_t n)
 {
-    float *c = (float *)xalloc(n * sizeof *c);
+    float *c = (float *)gk_check_xalloc(n * sizeof *c);
     memcpy(c, h, n * sizeof *c);
     return c;
 }
@@ -94,7 +72,7 @@ static float *dup_f(const float *h, size_t n)
 static int *rand_tokens(int N, int V)
 {
     float *r = gk_check_randn((size_t)N, 1.0);
-    int *t = (int *)xalloc((size_t)N * sizeof *t);
+    int *t = (int *)gk_check_xalloc((size_t)N * sizeof *t);
     for (int n = 0; n < N; n++)
         t[n] = fabsf(r[n]) < 0.43f ? V / 2 : (int)(fabsf(r[n]) * 7919.0f) % V;
     free(r);
@@ -127,32 +105,12 @@ static float *time_filled(gk_cu_arena *a, size_t n, uint32_t seed)
     return p;
 }
 
-static int cmp_float(const void *a, const void *b)
-{
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
 /* Time RUN (the median of 9 after a warm-up) and print one "# timing" line
  * naming WHAT, with the bandwidth of BYTES moved. */
 template <typename F> static void time_it(const char *what, double bytes, F run)
 {
-    cudaEvent_t e0, e1;
-    float t[9];
-    GK_CU(cudaEventCreate(&e0));
-    GK_CU(cudaEventCreate(&e1));
-    run();
-    for (int i = 0; i < 9; i++) {
-        GK_CU(cudaEventRecord(e0, 0));
-        run();
-        GK_CU(cudaEventRecord(e1, 0));
-        GK_CU(cudaEventSynchronize(e1));
-        GK_CU(cudaEventElapsedTime(&t[i], e0, e1));
-    }
-    GK_CU(cudaEventDestroy(e0));
-    GK_CU(cudaEventDestroy(e1));
-    qsort(t, 9, sizeof t[0], cmp_float);
-    printf("# timing %s: %.4f ms, %.0f GB/s (median of 9)\n", what, t[4], bytes / t[4] * 1e-6);
+    float ms = gk_check_median_ms(run);
+    printf("# timing %s: %.4f ms, %.0f GB/s (median of 9)\n", what, ms, bytes / ms * 1e-6);
 }
 
 /* ---- embedding ------------------------------------------------------------- */
@@ -176,17 +134,17 @@ void gk_check_embed(gk_cu_arena *arena)
         int N = shapes[s].N, C = shapes[s].C, V = shapes[s].V;
         size_t ny = (size_t)N * C, nw = (size_t)V * C;
         float *wte = gk_check_randn(nw, 1.0), *dy = gk_check_randn(ny, 1.0);
-        float *dwte = gk_check_randn(nw, 1.0), *y = (float *)xalloc(ny * sizeof *y);
+        float *dwte = gk_check_randn(nw, 1.0), *y = (float *)gk_check_xalloc(ny * sizeof *y);
         int *tok = rand_tokens(N, V);
-        int *dtok = (int *)up_bytes(arena, tok, (size_t)N * sizeof *tok);
+        int *dtok = (int *)gk_check_up_bytes(arena, tok, (size_t)N * sizeof *tok);
 
-        float *d_wte = up(arena, wte, nw), *d_y = (float *)gk_check_poisoned(arena, ny * 4);
+        float *d_wte = gk_check_up(arena, wte, nw), *d_y = (float *)gk_check_poisoned(arena, ny * 4);
         gk_embed_fwd_f32(y, wte, tok, N, C);
         GK_CU(gk_cu_embed_fwd(d_y, d_wte, dtok, N, C, 0));
         double e = err_of(d_y, y, ny);
         GK_OK(e == 0, "embed fwd, N %d C %d vocab %d: max rel err %.3g (bound 0)", N, C, V, e);
 
-        float *d_dwte = up(arena, dwte, nw), *d_dy = up(arena, dy, ny);
+        float *d_dwte = gk_check_up(arena, dwte, nw), *d_dy = gk_check_up(arena, dy, ny);
         void *work = gk_cu_arena_alloc(arena, gk_cu_embed_bwd_workspace(N, V));
         gk_embed_bwd_f32(dwte, dy, tok, N, C);
         GK_CU(gk_cu_embed_bwd(d_dwte, d_dy, dtok, N, C, V, work, 0));
@@ -234,11 +192,11 @@ void gk_check_rmsnorm(gk_cu_arena *arena)
         int N = shapes[s].N, C = shapes[s].C;
         size_t n = (size_t)N * C;
         float *x = gk_check_randn(n, 3.0), *dy = gk_check_randn(n, 1.0);
-        float *dx = gk_check_randn(n, 1.0), *y = (float *)xalloc(n * 4);
-        float *rstd = (float *)xalloc((size_t)N * 4);
+        float *dx = gk_check_randn(n, 1.0), *y = (float *)gk_check_xalloc(n * 4);
+        float *rstd = (float *)gk_check_xalloc((size_t)N * 4);
         gk_rmsnorm_fwd_f32(y, rstd, x, N, C, GK_RMSNORM_EPS);
 
-        float *d_x = up(arena, x, n), *d_y = (float *)gk_check_poisoned(arena, n * 4);
+        float *d_x = gk_check_up(arena, x, n), *d_y = (float *)gk_check_poisoned(arena, n * 4);
         float *d_r = (float *)gk_check_poisoned(arena, (size_t)N * 4);
         GK_CU(gk_cu_rmsnorm_fwd(d_y, d_r, d_x, N, C, GK_RMSNORM_EPS, 0));
         double ey = err_of(d_y, y, n), er = err_of(d_r, rstd, (size_t)N);
@@ -252,8 +210,8 @@ void gk_check_rmsnorm(gk_cu_arena *arena)
               ey, bound);
 
         /* The backward from the CPU's y and rstd, so both sides see the same. */
-        float *d_dx = up(arena, dx, n), *d_dy = up(arena, dy, n);
-        float *d_yc = up(arena, y, n), *d_rc = up(arena, rstd, (size_t)N);
+        float *d_dx = gk_check_up(arena, dx, n), *d_dy = gk_check_up(arena, dy, n);
+        float *d_yc = gk_check_up(arena, y, n), *d_rc = gk_check_up(arena, rstd, (size_t)N);
         gk_rmsnorm_bwd_f32(dx, dy, y, rstd, N, C);
         GK_CU(gk_cu_rmsnorm_bwd(d_dx, d_dy, d_yc, d_rc, N, C, 0));
         double e = err_of(d_dx, dx, n);
@@ -289,13 +247,13 @@ void gk_check_rope(gk_cu_arena *arena)
         int B = shapes[s].B, T = shapes[s].T, H = shapes[s].H, D = shapes[s].D,
             r = shapes[s].r;
         size_t n = (size_t)B * T * H * D, nt = (size_t)T * (r / 2);
-        float *cs = (float *)xalloc(nt * 4), *sn = (float *)xalloc(nt * 4);
+        float *cs = (float *)gk_check_xalloc(nt * 4), *sn = (float *)gk_check_xalloc(nt * 4);
         gk_rope_table_f32(cs, sn, T, r, 10000.0);
         float *x = gk_check_randn(n, 1.0), *dy = gk_check_randn(n, 1.0);
-        float *dx = gk_check_randn(n, 1.0), *y = (float *)xalloc(n * 4);
+        float *dx = gk_check_randn(n, 1.0), *y = (float *)gk_check_xalloc(n * 4);
         gk_rope_fwd_f32(y, x, cs, sn, B, T, H, D, r);
 
-        float *d_cs = up(arena, cs, nt), *d_sn = up(arena, sn, nt), *d_x = up(arena, x, n);
+        float *d_cs = gk_check_up(arena, cs, nt), *d_sn = gk_check_up(arena, sn, nt), *d_x = gk_check_up(arena, x, n);
         float *d_y = (float *)gk_check_poisoned(arena, n * 4);
         GK_CU(gk_cu_rope_fwd(d_y, d_x, d_cs, d_sn, B, T, H, D, r, 0));
         double e = err_of(d_y, y, n);
@@ -306,7 +264,7 @@ void gk_check_rope(gk_cu_arena *arena)
         GK_OK(e == 0, "rope fwd in place, B %d T %d H %d D %d rope_dims %d: max rel err %.3g "
                       "(bound 0)", B, T, H, D, r, e);
 
-        float *d_dx = up(arena, dx, n), *d_dy = up(arena, dy, n);
+        float *d_dx = gk_check_up(arena, dx, n), *d_dy = gk_check_up(arena, dy, n);
         gk_rope_bwd_f32(dx, dy, cs, sn, B, T, H, D, r);
         GK_CU(gk_cu_rope_bwd(d_dx, d_dy, d_cs, d_sn, B, T, H, D, r, 0));
         e = err_of(d_dx, dx, n);
@@ -350,15 +308,15 @@ void gk_check_act(gk_cu_arena *arena)
             int N = shapes[s].N, F = shapes[s].F;
             size_t ny = (size_t)N * F, nx = act == GK_OP_SWIGLU ? 2 * ny : ny;
             float *x = gk_check_randn(nx, 2.0), *dy = gk_check_randn(ny, 1.0);
-            float *dx = gk_check_randn(nx, 1.0), *y = (float *)xalloc(ny * 4);
+            float *dx = gk_check_randn(nx, 1.0), *y = (float *)gk_check_xalloc(ny * 4);
             gk_act_fwd_f32(y, x, N, F, act);
-            float *d_x = up(arena, x, nx), *d_y = (float *)gk_check_poisoned(arena, ny * 4);
+            float *d_x = gk_check_up(arena, x, nx), *d_y = (float *)gk_check_poisoned(arena, ny * 4);
             GK_CU(gk_cu_act_fwd(d_y, d_x, N, F, act, 0));
             double e = err_of(d_y, y, ny), bound = acts[a].bound;
             GK_OK(e <= bound, "%s fwd, N %d F %d: max rel err %.3g (bound %g)", acts[a].name, N,
                   F, e, bound);
 
-            float *d_dx = up(arena, dx, nx), *d_dy = up(arena, dy, ny);
+            float *d_dx = gk_check_up(arena, dx, nx), *d_dy = gk_check_up(arena, dy, ny);
             gk_act_bwd_f32(dx, dy, x, N, F, act);
             GK_CU(gk_cu_act_bwd(d_dx, d_dy, d_x, N, F, act, 0));
             e = err_of(d_dx, dx, nx);
@@ -432,13 +390,13 @@ void gk_check_softcap_ce(gk_cu_arena *arena)
         int N = shapes[s].N, V = shapes[s].V;
         size_t n = (size_t)N * V;
         /* Logits of scale 10: tanh's curve matters, some reach past the cap. */
-        float *z = gk_check_randn(n, 10.0), *dz = (float *)xalloc(n * 4);
-        double *loss = (double *)xalloc((size_t)N * 8), *got = (double *)xalloc((size_t)N * 8);
+        float *z = gk_check_randn(n, 10.0), *dz = (float *)gk_check_xalloc(n * 4);
+        double *loss = (double *)gk_check_xalloc((size_t)N * 8), *got = (double *)gk_check_xalloc((size_t)N * 8);
         int *tgt = rand_tokens(N, V);
         double mean = gk_softcap_ce_f32(dz, loss, z, tgt, N, V, cap, dloss);
 
-        int *d_t = (int *)up_bytes(arena, tgt, (size_t)N * sizeof *tgt);
-        float *d_z = up(arena, z, n), *d_dz = (float *)gk_check_poisoned(arena, n * 4);
+        int *d_t = (int *)gk_check_up_bytes(arena, tgt, (size_t)N * sizeof *tgt);
+        float *d_z = gk_check_up(arena, z, n), *d_dz = (float *)gk_check_poisoned(arena, n * 4);
         double *d_loss = (double *)gk_check_poisoned(arena, (size_t)N * 8);
         double *d_mean = (double *)gk_check_poisoned(arena, 8), gmean;
 
@@ -453,7 +411,7 @@ void gk_check_softcap_ce(gk_cu_arena *arena)
 
         GK_CU(gk_cu_softcap_ce(d_dz, d_loss, NULL, d_z, d_t, N, V, cap, dloss, 0));
         double allow = softcap_dz_allowance(dloss, N);
-        float *gdz = down(d_dz, n);
+        float *gdz = gk_check_down(d_dz, n);
         double e = rel_err_beyond(gdz, dz, n, allow), eraw = gk_check_rel_err(gdz, dz, n);
         GK_OK(e <= bound_dz,
               "softcap ce dz, N %d V %d: max rel err %.3g beyond %.3g absolute (bound %g; "
@@ -462,7 +420,7 @@ void gk_check_softcap_ce(gk_cu_arena *arena)
 
         GK_CU(gk_cu_softcap_ce(d_z, d_loss, NULL, d_z, d_t, N, V, cap, dloss, 0));
         GK_CU(cudaMemcpy(got, d_loss, (size_t)N * 8, cudaMemcpyDeviceToHost));
-        gdz = down(d_z, n);
+        gdz = gk_check_down(d_z, n);
         e = rel_err_beyond(gdz, dz, n, allow);
         el = rel_err_d(got, loss, (size_t)N);
         GK_OK(e <= bound_dz && el <= bound_loss,
@@ -510,7 +468,7 @@ void gk_check_scale_add(gk_cu_arena *arena)
         float *x = gk_check_randn(n, 1.0), *y = gk_check_randn(n, 1.0);
         float *sc = gk_check_randn(ns, 1.0), *dy = gk_check_randn(n, 1.0);
         float *dx = gk_check_randn(n, 1.0), *ds = gk_check_randn(ns, 1.0);
-        float *d_x = up(arena, x, n), *d_y = up(arena, y, n), *d_s = up(arena, sc, ns);
+        float *d_x = gk_check_up(arena, x, n), *d_y = gk_check_up(arena, y, n), *d_s = gk_check_up(arena, sc, ns);
         gk_scale_add_fwd_f32(y, x, sc, N, C, g);
         GK_CU(gk_cu_scale_add_fwd(d_y, d_x, d_s, N, C, g, 0));
         double e = err_of(d_y, y, n);
@@ -519,7 +477,7 @@ void gk_check_scale_add(gk_cu_arena *arena)
 
         /* Both gradients, then each alone (the other NULL). */
         void *work = gk_cu_arena_alloc(arena, gk_cu_scale_add_bwd_workspace(N, C));
-        float *d_dy = up(arena, dy, n), *d_dx = up(arena, dx, n), *d_ds = up(arena, ds, ns);
+        float *d_dy = gk_check_up(arena, dy, n), *d_dx = gk_check_up(arena, dx, n), *d_ds = gk_check_up(arena, ds, ns);
         float *dx1 = dup_f(dx, n), *ds1 = dup_f(ds, ns);
         gk_scale_add_bwd_f32(dx, ds, dy, x, sc, N, C, g);
         GK_CU(gk_cu_scale_add_bwd(d_dx, d_ds, d_dy, d_x, d_s, N, C, g, work, 0));
@@ -555,12 +513,12 @@ void gk_check_adam(gk_cu_arena *arena)
         for (int dec = 0; dec < 2; dec++) {
             size_t n = sizes[s];
             double wd = dec ? 0.1 : 0;
-            float *w = gk_check_randn(n, 1.0), *m = (float *)xalloc(n * 4),
-                  *v = (float *)xalloc(n * 4);
-            float *d_w = up(arena, w, n), *d_m = up(arena, m, n), *d_v = up(arena, v, n);
+            float *w = gk_check_randn(n, 1.0), *m = (float *)gk_check_xalloc(n * 4),
+                  *v = (float *)gk_check_xalloc(n * 4);
+            float *d_w = gk_check_up(arena, w, n), *d_m = gk_check_up(arena, m, n), *d_v = gk_check_up(arena, v, n);
             for (long long t = 1; t <= 3; t++) {
                 float *g = gk_check_randn(n, 0.1);
-                float *d_g = up(arena, g, n);
+                float *d_g = gk_check_up(arena, g, n);
                 gk_adam_step(w, g, m, v, n, lr, b1, b2, eps, wd, t);
                 GK_CU(gk_cu_adam(d_w, d_g, d_m, d_v, n, lr, b1, b2, eps, wd, t, 0));
                 free(g);

@@ -158,6 +158,40 @@ void *gk_check_upload(gk_cu_arena *arena, const float *host, size_t n, gk_out_ty
     return dev;
 }
 
+void *gk_check_xalloc(size_t bytes)
+{
+    void *p = calloc(bytes ? bytes : 1, 1);
+    if (!p)
+        gk_cu_fail("calloc", __FILE__, __LINE__, "out of host memory");
+    return p;
+}
+
+float *gk_check_up(gk_cu_arena *arena, const float *host, size_t n)
+{
+    return (float *)gk_check_upload(arena, host, n, GK_OUT_F32);
+}
+
+void *gk_check_up_bytes(gk_cu_arena *arena, const void *host, size_t bytes)
+{
+    void *d = gk_cu_arena_alloc(arena, bytes);
+    GK_CU(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+
+float *gk_check_down(const float *dev, size_t n) { return gk_check_download(dev, n, GK_OUT_F32); }
+
+static int cmp_float(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+float gk_check_median9(float *ms)
+{
+    qsort(ms, 9, sizeof ms[0], cmp_float);
+    return ms[4];
+}
+
 void *gk_check_poisoned(gk_cu_arena *arena, size_t bytes)
 {
     void *dev = gk_cu_arena_alloc(arena, bytes);

@@ -59,33 +59,11 @@ extern "C" {
 #include "../lib/moe.h" /* the CPU reference; "moe.h" alone is kernels/moe.h */
 }
 
-static void *xalloc(size_t bytes)
-{
-    void *p = calloc(bytes ? bytes : 1, 1);
-    if (!p)
-        gk_cu_fail("calloc", __FILE__, __LINE__, "out of host memory");
-    return p;
-}
-
-static float *up(gk_cu_arena *a, const float *h, size_t n)
-{
-    return (float *)gk_check_upload(a, h, n, GK_OUT_F32);
-}
-
-static void *up_bytes(gk_cu_arena *a, const void *h, size_t bytes)
-{
-    void *d = gk_cu_arena_alloc(a, bytes);
-    GK_CU(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
-    return d;
-}
-
-static float *down(const float *d, size_t n) { return gk_check_download(d, n, GK_OUT_F32); }
-
 /* The relative error of the change a backward made: got - init against
  * want - init (both sides added into the same init). */
 static double delta_err(const float *got, const float *want, const float *init, size_t n)
 {
-    float *dg = (float *)xalloc(n * sizeof *dg), *dw = (float *)xalloc(n * sizeof *dw);
+    float *dg = (float *)gk_check_xalloc(n * sizeof *dg), *dw = (float *)gk_check_xalloc(n * sizeof *dw);
     for (size_t i = 0; i < n; i++)
         dg[i] = (float)((double)got[i] - init[i]), dw[i] = (float)((double)want[i] - init[i]);
     double e = gk_check_rel_err(dg, dw, n);
@@ -150,7 +128,7 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
     size_t P = l.numel, NC = (size_t)N * C;
 
     /* parameters */
-    float *params = (float *)xalloc(P * sizeof *params);
+    float *params = (float *)gk_check_xalloc(P * sizeof *params);
     gk_model_init_params(&l, params, (uint64_t)rand_int(1 << 30) + 1);
     for (int j = 0; j < l.n_params; j++) {
         const gk_param *p = &l.params[j];
@@ -179,7 +157,7 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
             free(r);
             redrawn++;
         }
-    int *tokens = (int *)xalloc((size_t)N * sizeof *tokens);
+    int *tokens = (int *)gk_check_xalloc((size_t)N * sizeof *tokens);
     for (int n = 0; n < N; n++)
         tokens[n] = rand_int(c.model.vocab);
     float *dy = gk_check_randn(NC, 1.0);
@@ -190,8 +168,8 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
         load0[e] = rand_int(100);
 
     /* the CPU */
-    float *y = (float *)xalloc(NC * sizeof *y), *dx = (float *)xalloc(NC * sizeof *dx);
-    float *grads = (float *)xalloc(P * sizeof *grads);
+    float *y = (float *)gk_check_xalloc(NC * sizeof *y), *dx = (float *)gk_check_xalloc(NC * sizeof *dx);
+    float *grads = (float *)gk_check_xalloc(P * sizeof *grads);
     int64_t load[4];
     memcpy(dx, dx0, NC * sizeof *dx), memcpy(grads, grads0, P * sizeof *grads);
     memcpy(load, load0, sizeof load);
@@ -201,10 +179,10 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
     gk_moe_free_f32(cpu);
 
     /* the GPU, twice on the same inputs */
-    float *d_params = up(arena, params, P);
+    float *d_params = gk_check_up(arena, params, P);
     gk_bf16 *d_wbf = (gk_bf16 *)gk_check_upload(arena, params, P, GK_OUT_BF16);
-    float *d_x = up(arena, x, NC), *d_dy = up(arena, dy, NC);
-    int *d_tok = (int *)up_bytes(arena, tokens, (size_t)N * sizeof *tokens);
+    float *d_x = gk_check_up(arena, x, NC), *d_dy = gk_check_up(arena, dy, NC);
+    int *d_tok = (int *)gk_check_up_bytes(arena, tokens, (size_t)N * sizeof *tokens);
     size_t used = arena->used;
     gk_cu_moe *m = gk_cu_moe_new(&l, b, N, arena);
     size_t took = arena->used - used, plan = gk_cu_moe_bytes(&l, N);
@@ -212,12 +190,12 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
     int64_t gload[2][4];
     for (int run = 0; run < 2; run++) {
         float *d_y = (float *)gk_check_poisoned(arena, NC * sizeof(float));
-        float *d_dx = up(arena, dx0, NC), *d_g = up(arena, grads0, P);
-        long long *d_load = (long long *)up_bytes(arena, load0, (size_t)E * sizeof *load0);
+        float *d_dx = gk_check_up(arena, dx0, NC), *d_g = gk_check_up(arena, grads0, P);
+        long long *d_load = (long long *)gk_check_up_bytes(arena, load0, (size_t)E * sizeof *load0);
         gk_cu_moe_fwd(m, g, d_y, d_x, d_params, d_wbf, d_tok);
         gk_cu_moe_bwd(m, g, d_dx, d_g, d_dy, d_load);
         GK_CU(cudaStreamSynchronize(g->stream));
-        got[run][0] = down(d_y, NC), got[run][1] = down(d_dx, NC), got[run][2] = down(d_g, P);
+        got[run][0] = gk_check_down(d_y, NC), got[run][1] = gk_check_down(d_dx, NC), got[run][2] = gk_check_down(d_g, P);
         GK_CU(cudaMemcpy(gload[run], d_load, (size_t)E * sizeof *load0, cudaMemcpyDeviceToHost));
     }
     gk_cu_moe_free(m);
@@ -265,14 +243,14 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
 
     /* the bias step, from loads with a balanced layer (no move) and a skewed one */
     int L = c.model.n_layer;
-    int64_t *bl = (int64_t *)xalloc((size_t)L * E * sizeof *bl);
+    int64_t *bl = (int64_t *)gk_check_xalloc((size_t)L * E * sizeof *bl);
     for (int i = 0; i < L * E; i++)
         bl[i] = i < E ? 7 : rand_int(50);
-    float *d_p = up(arena, params, P);
-    long long *d_bl = (long long *)up_bytes(arena, bl, (size_t)L * E * sizeof *bl);
+    float *d_p = gk_check_up(arena, params, P);
+    long long *d_bl = (long long *)gk_check_up_bytes(arena, bl, (size_t)L * E * sizeof *bl);
     gk_moe_router_update(&l, params, bl, 1e-3);
     gk_cu_moe_router_update(&l, d_p, d_bl, 1e-3, 0);
-    float *gp = down(d_p, P);
+    float *gp = gk_check_down(d_p, P);
     size_t diff = 0;
     for (size_t i = 0; i < P; i++)
         diff += memcmp(&gp[i], &params[i], sizeof(float)) != 0;

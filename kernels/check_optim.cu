@@ -51,21 +51,6 @@
 #define NS_MAX 1e-1
 #define NS_RMS 3e-2
 
-static void *xalloc(size_t bytes)
-{
-    void *p = calloc(bytes ? bytes : 1, 1);
-    if (!p)
-        gk_cu_fail("calloc", __FILE__, __LINE__, "out of host memory");
-    return p;
-}
-
-static float *up(gk_cu_arena *a, const float *h, size_t n)
-{
-    return (float *)gk_check_upload(a, h, n, GK_OUT_F32);
-}
-
-static float *down(const float *d, size_t n) { return gk_check_download(d, n, GK_OUT_F32); }
-
 /* The rms of got - want relative to the rms of want. */
 static double rms_err(const float *got, const float *want, size_t n)
 {
@@ -115,19 +100,19 @@ static void check_ns(gk_cu_arena *arena)
         p->group = GK_GROUP_MATRIX;
         l.numel += p->numel;
     }
-    float *g = gk_check_randn(l.numel, 1.0), *p0 = (float *)xalloc(l.numel * 4);
+    float *g = gk_check_randn(l.numel, 1.0), *p0 = (float *)gk_check_xalloc(l.numel * 4);
     gk_gemm gm;
     gk_gemm_init(&gm, arena, 0);
     gk_cu_optim *o = new_poisoned(&l, arena, &gm);
-    float *d_p = up(arena, p0, l.numel), *d_g = up(arena, g, l.numel);
+    float *d_p = gk_check_up(arena, p0, l.numel), *d_g = gk_check_up(arena, g, l.numel);
     gk_cu_optim_step(o, d_p, d_g, 1.0);
-    float *got = down(d_p, l.numel);
+    float *got = gk_check_down(d_p, l.numel);
     int steps = l.cfg.train.muon_backend_steps;
     for (int j = 0; j < NM; j++) {
         const gk_param *p = &params[j];
         int r = p->shape[0], c = p->shape[1];
         float *want = g + p->offset, *mine = got + p->offset;
-        float *work = (float *)xalloc(gk_newton_schulz_work(r, c) * 4);
+        float *work = (float *)gk_check_xalloc(gk_newton_schulz_work(r, c) * 4);
         gk_newton_schulz(want, r, c, steps, work);
         float s = r > c ? (float)sqrt((double)r / c) : 1.0f;
         for (size_t i = 0; i < p->numel; i++) { /* p = 0 - 1 * s NS(g) */
@@ -165,7 +150,7 @@ static void worst(const gk_layout *l, tensor_pred which, const float *got, const
         const gk_param *p = &l->params[j];
         if (!which(p))
             continue;
-        float *a = (float *)xalloc(p->numel * 4), *b = (float *)xalloc(p->numel * 4);
+        float *a = (float *)gk_check_xalloc(p->numel * 4), *b = (float *)gk_check_xalloc(p->numel * 4);
         for (size_t i = 0; i < p->numel; i++) {
             a[i] = got[p->offset + i] - (base ? base[p->offset + i] : 0);
             b[i] = want[p->offset + i] - (base ? base[p->offset + i] : 0);
@@ -208,7 +193,7 @@ static double state_err(const gk_optim *a, const gk_optim *b, int *bits_equal)
 static void compare_params(const gk_layout *l, const char *name, const char *when,
                            const float *d_p, const float *cpu, const float *base)
 {
-    float *got = down(d_p, l->numel);
+    float *got = gk_check_down(d_p, l->numel);
     double ea, ra, em, rm, eb, rb;
     worst(l, is_adam, got, cpu, NULL, &ea, &ra);
     worst(l, is_muon, got, cpu, base, &em, &rm);
@@ -226,7 +211,7 @@ static void check_steps(gk_cu_arena *arena, const char *name, const gk_config *c
     gk_layout_init(&l, cfg);
     size_t n = l.numel, n_trained = n - l.n_buffer;
     l.cfg.train.grad_clip_norm = 0.8 * sqrt((double)n_trained); /* below the norm of N(0,1) */
-    float *p = (float *)xalloc(n * 4), *p0 = (float *)xalloc(n * 4);
+    float *p = (float *)gk_check_xalloc(n * 4), *p0 = (float *)gk_check_xalloc(n * 4);
     gk_model_init_params(&l, p, 7);
     memcpy(p0, p, n * 4);
 
@@ -234,7 +219,7 @@ static void check_steps(gk_cu_arena *arena, const char *name, const gk_config *c
     gk_gemm_init(&gm, arena, 0);
     gk_cu_optim *o = new_poisoned(&l, arena, &gm);
     gk_optim *cpu = gk_optim_new(&l);
-    float *d_p = up(arena, p, n), *d_g = (float *)gk_cu_arena_alloc(arena, n * 4);
+    float *d_p = gk_check_up(arena, p, n), *d_g = (float *)gk_cu_arena_alloc(arena, n * 4);
 
     static const double gscale[] = {1.0, 0.5, 1.0, 1.0}, lr_scale[] = {1.0, 0.8, 0.6, 0.4};
     for (int s = 0; s < 4; s++) {
@@ -264,7 +249,7 @@ static void check_steps(gk_cu_arena *arena, const char *name, const gk_config *c
         float *g = gk_check_randn(n, gscale[s]);
         GK_CU(cudaMemcpy(d_g, g, n * 4, cudaMemcpyHostToDevice));
         double want = gk_optim_clip(cpu, g), got = gk_cu_optim_clip(o, d_g);
-        float *gg = down(d_g, n);
+        float *gg = gk_check_down(d_g, n);
         double eg = gk_check_rel_err(gg, g, n), en = fabs(got - want) / want;
         GK_OK(en <= 1e-6 && eg <= 1e-6,
               "optim %s, clip at step %d (norm %.4g, max %.4g): norm rel err %.3g, clipped "
@@ -311,13 +296,13 @@ static void time_baseline(gk_cu_arena *arena)
     gk_config_check(&c, "check_optim");
     gk_layout l;
     gk_layout_init(&l, &c);
-    float *p = (float *)xalloc(l.numel * 4);
+    float *p = (float *)gk_check_xalloc(l.numel * 4);
     gk_model_init_params(&l, p, 1);
     float *g = gk_check_randn(l.numel, 1e-3);
     gk_gemm gm;
     gk_gemm_init(&gm, arena, 0);
     gk_cu_optim *o = gk_cu_optim_new(&l, arena, &gm);
-    float *d_p = up(arena, p, l.numel), *d_g = up(arena, g, l.numel);
+    float *d_p = gk_check_up(arena, p, l.numel), *d_g = gk_check_up(arena, g, l.numel);
     cudaEvent_t e0, e1, e2, e3;
     GK_CU(cudaEventCreate(&e0));
     GK_CU(cudaEventCreate(&e1));
