@@ -105,11 +105,7 @@ static void parse_args(int argc, char **argv, options *o)
             break;
         case O_THREADS: o->threads = (int)gk_parse_int("--threads", optarg, 1, 1024); break;
         case O_PROGRESS: gk_progress_force(1); break;
-        case O_DEVICE:
-            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "cuda") != 0)
-                gk_usage("--device: expected cpu or cuda, found '%s'", optarg);
-            o->cuda = strcmp(optarg, "cuda") == 0;
-            break;
+        case O_DEVICE: o->cuda = gk_parse_device(optarg); break;
         case 'q': gk_progress_force(-1); break;
         case 'h': usage(); break;
         default: gk_usage("unknown option");

@@ -118,6 +118,13 @@ double gk_parse_double(const char *flag, const char *s, double lo, double hi)
     return v;
 }
 
+int gk_parse_device(const char *s)
+{
+    if (strcmp(s, "cpu") != 0 && strcmp(s, "cuda") != 0)
+        gk_usage("--device: expected cpu or cuda, found '%s'", s);
+    return strcmp(s, "cuda") == 0;
+}
+
 double gk_now(void)
 {
     struct timespec ts;

@@ -39,6 +39,8 @@ char *gk_strdup(const char *s);
 /* Parse a whole decimal number in [lo, hi] for flag FLAG, or die with exit 2. */
 long long gk_parse_int(const char *flag, const char *s, long long lo, long long hi);
 double gk_parse_double(const char *flag, const char *s, double lo, double hi);
+/* --device: 1 for "cuda", 0 for "cpu", else die with exit 2. */
+int gk_parse_device(const char *s);
 
 /* Little-endian loads and stores, independent of the host's byte order. */
 static inline uint32_t gk_get32(const unsigned char *p)
