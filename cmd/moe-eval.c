@@ -167,11 +167,9 @@ static int sniff(const char *path, char *fmt, size_t cap)
  * (as gk_val_run_cpu's, so the losses are moe-train's bit for bit), one
  * model object per batch shape; and the progress meter after each batch. */
 typedef struct {
-    const gk_layout *l;
+    gk_model_cache cache;
     const float *params;
-    gk_model_f32 *m;
     gk_gpu *gpu;
-    int B;
     gk_progress *pg;
     uint64_t done;
 } flat_ctx;
@@ -179,21 +177,10 @@ typedef struct {
 static double flat_forward(void *ctx, int B, int T, const int *tokens, const int *targets)
 {
     flat_ctx *c = ctx;
+    double loss = c->gpu ? gk_gpu_forward_rows(c->gpu, B, tokens, targets, NULL)
+                         : gk_model_forward_f32(gk_model_cache_get(&c->cache, B, T), c->params,
+                                                tokens, targets);
     c->done += (uint64_t)B * (uint64_t)T;
-    if (c->gpu) {
-        double loss = gk_gpu_forward_rows(c->gpu, B, tokens, targets, NULL);
-        gk_progress_update(c->pg, c->done);
-        return loss;
-    }
-    if (c->m && c->B != B) {
-        gk_model_free_f32(c->m);
-        c->m = NULL;
-    }
-    if (!c->m) {
-        c->m = gk_model_new_f32(c->l, B, T);
-        c->B = B;
-    }
-    double loss = gk_model_forward_f32(c->m, c->params, tokens, targets);
     gk_progress_update(c->pg, c->done);
     return loss;
 }
@@ -318,9 +305,9 @@ int main(int argc, char **argv)
             gpu = gk_gpu_new(&l, (int)(batch / T), T, 0, prog);
             gk_gpu_set_params(gpu, params);
         }
-        flat_ctx c = {&l, params, NULL, gpu, 0, &pg, 0};
+        flat_ctx c = {{.l = &l}, params, gpu, &pg, 0};
         s = gk_val_run(val, flat_forward, &c, tok, batch, 1, 0, 1);
-        gk_model_free_f32(c.m);
+        gk_model_cache_free(&c.cache);
     }
     const char *device = gpu ? gk_gpu_device_name(gpu) : "cpu";
     gk_progress_end(&pg, (uint64_t)s.tokens);

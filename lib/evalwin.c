@@ -107,28 +107,18 @@ gk_val_sums gk_evalwin_run(const gk_val *v, const gk_layout *l, gk_evalwin_forwa
     return s;
 }
 
-/* The CPU forward: one model per batch shape (full batches share one; the
- * last, shorter batch gets its own). */
+/* The CPU forward: one model per batch shape (gk_model_cache). */
 typedef struct {
-    const gk_layout *l;
+    gk_model_cache cache;
     const float *params;
-    gk_model_f32 *m;
-    int B;
 } cpu_ctx;
 
 static double cpu_forward(void *ctx, int B, int T, const int *tokens, const int *targets,
                           double *losses)
 {
     cpu_ctx *c = ctx;
-    if (c->m && c->B != B) {
-        gk_model_free_f32(c->m);
-        c->m = NULL;
-    }
-    if (!c->m) {
-        c->m = gk_model_new_f32(c->l, B, T);
-        c->B = B;
-    }
-    return gk_model_forward_rows_f32(c->m, c->params, tokens, targets, losses);
+    return gk_model_forward_rows_f32(gk_model_cache_get(&c->cache, B, T), c->params, tokens,
+                                     targets, losses);
 }
 
 gk_val_sums gk_evalwin_run_cpu(const gk_val *v, const gk_layout *l, const float *params,
@@ -136,9 +126,9 @@ gk_val_sums gk_evalwin_run_cpu(const gk_val *v, const gk_layout *l, const float 
                                int64_t batch_tokens, gk_evalwin_progress progress,
                                void *ctx)
 {
-    cpu_ctx c = {l, params, NULL, 0};
+    cpu_ctx c = {{.l = l}, params};
     gk_val_sums s = gk_evalwin_run(v, l, cpu_forward, &c, tok, context, stride, batch_tokens,
                                    progress, ctx);
-    gk_model_free_f32(c.m);
+    gk_model_cache_free(&c.cache);
     return s;
 }

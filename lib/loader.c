@@ -349,27 +349,17 @@ gk_val_sums gk_val_run(const gk_val *v, gk_val_forward fwd, void *ctx, const gk_
 }
 
 /* The CPU model for gk_val_run: one model object per batch shape, kept for the
- * whole pass (at most two shapes occur: full batches and the last one). */
+ * whole pass. */
 typedef struct {
-    const gk_layout *l;
+    gk_model_cache cache;
     const float *params;
-    gk_model_f32 *m[2];
-    int B[2];
 } cpu_ctx;
 
 static double cpu_forward(void *ctx, int B, int T, const int *tokens, const int *targets)
 {
     cpu_ctx *c = ctx;
-    int k = !c->m[0] || c->B[0] == B ? 0 : 1;
-    if (c->m[k] && c->B[k] != B) {
-        gk_model_free_f32(c->m[k]);
-        c->m[k] = NULL;
-    }
-    if (!c->m[k]) {
-        c->m[k] = gk_model_new_f32(c->l, B, T);
-        c->B[k] = B;
-    }
-    return gk_model_forward_f32(c->m[k], c->params, tokens, targets);
+    return gk_model_forward_f32(gk_model_cache_get(&c->cache, B, T), c->params, tokens,
+                                targets);
 }
 
 gk_val_sums gk_val_run_cpu(const gk_val *v, const gk_layout *l, const float *params,
@@ -379,10 +369,9 @@ gk_val_sums gk_val_run_cpu(const gk_val *v, const gk_layout *l, const float *par
     if ((uint32_t)l->cfg.model.vocab != v->vocab)
         gk_die("val: model.vocab: expected %u (the vocab the val tokens were checked "
                "against), found %d", v->vocab, l->cfg.model.vocab);
-    cpu_ctx c = {l, params, {NULL, NULL}, {0, 0}};
+    cpu_ctx c = {{.l = l}, params};
     gk_val_sums s = gk_val_run(v, cpu_forward, &c, tok, val_batch_tokens, grad_accum, rank, world);
-    gk_model_free_f32(c.m[0]);
-    gk_model_free_f32(c.m[1]);
+    gk_model_cache_free(&c.cache);
     return s;
 }
 

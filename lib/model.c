@@ -215,3 +215,26 @@ void gk_model_init_params(const gk_layout *l, float *params, uint64_t seed)
 #undef OP
 #undef MODEL
 #undef MOE
+
+gk_model_f32 *gk_model_cache_get(gk_model_cache *c, int B, int T)
+{
+    for (int k = 0; k < 2; k++)
+        if (c->m[k] && c->B[k] == B && c->T[k] == T)
+            return c->m[k];
+    if (c->m[0] && c->m[1]) { /* a third shape: drop the older slot */
+        gk_model_free_f32(c->m[0]);
+        c->m[0] = c->m[1], c->B[0] = c->B[1], c->T[0] = c->T[1];
+        c->m[1] = NULL;
+    }
+    int k = c->m[0] ? 1 : 0;
+    c->m[k] = gk_model_new_f32(c->l, B, T);
+    c->B[k] = B, c->T[k] = T;
+    return c->m[k];
+}
+
+void gk_model_cache_free(gk_model_cache *c)
+{
+    gk_model_free_f32(c->m[0]);
+    gk_model_free_f32(c->m[1]);
+    c->m[0] = c->m[1] = NULL;
+}

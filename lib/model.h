@@ -167,6 +167,20 @@ const double *gk_model_matrix_input_f64(const gk_model_f64 *m, const gk_layout *
 void gk_model_backward_f32(gk_model_f32 *m, float *grads, double dloss);
 void gk_model_backward_f64(gk_model_f64 *m, double *grads, double dloss);
 
+/* Float models for the batch shapes an evaluation pass meets: full batches of
+ * B sequences and one shorter last batch. Two slots, so neither shape is
+ * rebuilt per batch; a third shape replaces the older slot.
+ * Start it as {.l = layout}; free it with gk_model_cache_free. */
+typedef struct {
+    const gk_layout *l;
+    gk_model_f32 *m[2];
+    int B[2], T[2];
+} gk_model_cache;
+
+/* The cached model for [B, T], made when missing. */
+gk_model_f32 *gk_model_cache_get(gk_model_cache *c, int B, int T);
+void gk_model_cache_free(gk_model_cache *c);
+
 /* The expert load of a MoE model: [n_layer][n_experts] tokens routed to each
  * routed expert (top_k per token) by the forwards that were back-propagated
  * since the caller last zeroed it (validation forwards do not count). The
