@@ -77,6 +77,19 @@ static inline void gk_cu_device_print(FILE *f, const char *prefix)
             p.minor, p.multiProcessorCount, (double)p.totalGlobalMem / (1024.0 * 1024 * 1024));
 }
 
+/* Blocks of THREADS for a grid-stride loop (GK_GRID_STRIDE) over N items:
+ * one item a thread, at least one block, at most 2^20 (the count stays an
+ * int; the loop covers the rest). */
+static inline unsigned gk_cu_grid(size_t n, unsigned threads)
+{
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned)(b < (1u << 20) ? (b ? b : 1) : (1u << 20));
+}
+
+#define GK_GRID_STRIDE(i, n)                                                           \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);           \
+         i += (size_t)gridDim.x * blockDim.x)
+
 /* 256 bytes: what cudaMalloc guarantees, and more than the 16 that the
  * vectorized loads and cuBLASLt's tensor-core kernels need. */
 #define GK_CU_ALIGN 256

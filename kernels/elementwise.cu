@@ -16,6 +16,7 @@
  *   FMA the CPU build does not do. The remaining differences are the CUDA
  *   math library's expf/tanhf/logf (within 2 ulp of glibc's) and the order of
  *   the double sums. */
+#include "cuda_util.h"
 #include "elementwise.h"
 
 #include <stdint.h>
@@ -27,18 +28,6 @@
  * changing it changes the last bits of the results (never their run-to-run
  * reproducibility). A multiple of 32. */
 #define THREADS 256
-
-/* Grid of a grid-stride loop over n elements; the cap keeps the count an int
- * and the loop covers the rest. */
-static unsigned grid_for(size_t n)
-{
-    size_t b = (n + THREADS - 1) / THREADS;
-    return (unsigned)(b < (1u << 20) ? (b ? b : 1) : (1u << 20));
-}
-
-#define GRID_STRIDE(i, n)                                                              \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);           \
-         i += (size_t)gridDim.x * blockDim.x)
 
 struct op_sum {
     template <typename T> __device__ T operator()(T a, T b) const { return a + b; }
@@ -82,7 +71,7 @@ template <typename T, typename Op> __device__ T block_reduce(T v, T *sh, Op op, 
  * pointer is 16-byte aligned, else 1. The model's arrays come from an arena
  * aligned to 256 bytes at the baseline's widths, so the VEC 1 variants serve
  * odd widths and odd offsets, as in the checks. The element-wise kernels run
- * one vector per thread at the model's sizes (grid_for's cap of 2^20 blocks
+ * one vector per thread at the model's sizes (gk_cu_grid's cap of 2^20 blocks
  * is not reached), so each thread issues its loads at once and the grid-stride
  * loop only covers larger arrays. */
 template <int VEC> struct fvec {
@@ -127,7 +116,7 @@ static bool al16(const void *p) { return (uintptr_t)p % 16 == 0; }
 
 __global__ void embed_fwd_k(float *y, const float *wte, const int *tokens, int N, int C)
 {
-    GRID_STRIDE(i, (size_t)N * C)
+    GK_GRID_STRIDE(i, (size_t)N * C)
     {
         size_t n = i / C, c = i % C;
         y[i] = wte[(size_t)tokens[n] * C + c];
@@ -137,13 +126,13 @@ __global__ void embed_fwd_k(float *y, const float *wte, const int *tokens, int N
 cudaError_t gk_cu_embed_fwd(float *y, const float *wte, const int *tokens, int N, int C,
                             cudaStream_t stream)
 {
-    embed_fwd_k<<<grid_for((size_t)N * C), THREADS, 0, stream>>>(y, wte, tokens, N, C);
+    embed_fwd_k<<<gk_cu_grid((size_t)N * C, THREADS), THREADS, 0, stream>>>(y, wte, tokens, N, C);
     return cudaGetLastError();
 }
 
 __global__ void iota_k(unsigned *v, int N)
 {
-    GRID_STRIDE(i, (size_t)N)
+    GK_GRID_STRIDE(i, (size_t)N)
     {
         v[i] = (unsigned)i;
     }
@@ -206,7 +195,7 @@ cudaError_t gk_cu_embed_bwd(float *dwte, const float *dy, const int *tokens, int
     unsigned *keys = (unsigned *)w, *rows_in = (unsigned *)(w + part),
              *rows = (unsigned *)(w + 2 * part);
     size_t tmp_bytes = cub_sort_bytes(N, vocab);
-    iota_k<<<grid_for((size_t)N), THREADS, 0, stream>>>(rows_in, N);
+    iota_k<<<gk_cu_grid((size_t)N, THREADS), THREADS, 0, stream>>>(rows_in, N);
     /* Tokens are in 0..vocab-1, so reading them as unsigned sorts the same. */
     cudaError_t e = cub::DeviceRadixSort::SortPairs(
         w + 3 * part, tmp_bytes, (const unsigned *)tokens, keys, rows_in, rows, N, 0,
@@ -465,7 +454,7 @@ __global__ void rope_fwd_k(float *y, const float *x, const float *cos_t, const f
                            size_t rows, int T, int H, int D, int rope_dims)
 {
     int half = rope_dims / 2, per = (half + D - rope_dims) / VEC;
-    GRID_STRIDE(i, rows * per)
+    GK_GRID_STRIDE(i, rows * per)
     {
         size_t row = i / per;
         int j = (int)(i % per) * VEC;
@@ -494,7 +483,7 @@ __global__ void rope_bwd_k(float *dx, const float *dy, const float *cos_t, const
                            size_t rows, int T, int H, int D, int rope_dims)
 {
     int half = rope_dims / 2, per = (half + D - rope_dims) / VEC;
-    GRID_STRIDE(i, rows * per)
+    GK_GRID_STRIDE(i, rows * per)
     {
         size_t row = i / per;
         int j = (int)(i % per) * VEC;
@@ -536,11 +525,11 @@ cudaError_t gk_cu_rope_fwd(float *y, const float *x, const float *cos, const flo
 {
     size_t rows = (size_t)B * T * H, items = rows * (rope_dims / 2 + D - rope_dims);
     if (rope_vec4(D, rope_dims, y, x, cos, sin))
-        rope_fwd_k<4><<<grid_for(items / 4), THREADS, 0, stream>>>(y, x, cos, sin, rows, T, H,
-                                                                   D, rope_dims);
+        rope_fwd_k<4><<<gk_cu_grid(items / 4, THREADS), THREADS, 0, stream>>>(y, x, cos, sin, rows,
+                                                                              T, H, D, rope_dims);
     else
-        rope_fwd_k<1><<<grid_for(items), THREADS, 0, stream>>>(y, x, cos, sin, rows, T, H, D,
-                                                               rope_dims);
+        rope_fwd_k<1><<<gk_cu_grid(items, THREADS), THREADS, 0, stream>>>(y, x, cos, sin, rows, T,
+                                                                          H, D, rope_dims);
     return cudaGetLastError();
 }
 
@@ -549,11 +538,11 @@ cudaError_t gk_cu_rope_bwd(float *dx, const float *dy, const float *cos, const f
 {
     size_t rows = (size_t)B * T * H, items = rows * (rope_dims / 2 + D - rope_dims);
     if (rope_vec4(D, rope_dims, dx, dy, cos, sin))
-        rope_bwd_k<4><<<grid_for(items / 4), THREADS, 0, stream>>>(dx, dy, cos, sin, rows, T,
-                                                                   H, D, rope_dims);
+        rope_bwd_k<4><<<gk_cu_grid(items / 4, THREADS), THREADS, 0, stream>>>(
+            dx, dy, cos, sin, rows, T, H, D, rope_dims);
     else
-        rope_bwd_k<1><<<grid_for(items), THREADS, 0, stream>>>(dx, dy, cos, sin, rows, T, H,
-                                                               D, rope_dims);
+        rope_bwd_k<1><<<gk_cu_grid(items, THREADS), THREADS, 0, stream>>>(dx, dy, cos, sin, rows, T,
+                                                                          H, D, rope_dims);
     return cudaGetLastError();
 }
 
@@ -565,7 +554,7 @@ cudaError_t gk_cu_rope_bwd(float *dx, const float *dy, const float *cos, const f
 template <int VEC> __global__ void act_fwd_k(float *y, const float *x, size_t N, int F, gk_act act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
-    GRID_STRIDE(i, N * F / VEC)
+    GK_GRID_STRIDE(i, N * F / VEC)
     {
         size_t k = i * VEC;
         fvec<VEC> out;
@@ -596,7 +585,7 @@ __global__ void act_bwd_k(float *dx, const float *dy, const float *x, size_t N, 
                           gk_act act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
-    GRID_STRIDE(i, N * F / VEC)
+    GK_GRID_STRIDE(i, N * F / VEC)
     {
         size_t k = i * VEC;
         fvec<VEC> d = vload<VEC>(dy + k);
@@ -640,9 +629,9 @@ cudaError_t gk_cu_act_fwd(float *y, const float *x, int N, int F, gk_act act,
 {
     size_t n = (size_t)N * F;
     if (act_vec4((size_t)N, F, act, y, x, x))
-        act_fwd_k<4><<<grid_for(n / 4), THREADS, 0, stream>>>(y, x, (size_t)N, F, act);
+        act_fwd_k<4><<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(y, x, (size_t)N, F, act);
     else
-        act_fwd_k<1><<<grid_for(n), THREADS, 0, stream>>>(y, x, (size_t)N, F, act);
+        act_fwd_k<1><<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(y, x, (size_t)N, F, act);
     return cudaGetLastError();
 }
 
@@ -651,9 +640,10 @@ cudaError_t gk_cu_act_bwd(float *dx, const float *dy, const float *x, int N, int
 {
     size_t n = (size_t)N * F;
     if (act_vec4((size_t)N, F, act, dx, dy, x))
-        act_bwd_k<4><<<grid_for(n / 4), THREADS, 0, stream>>>(dx, dy, x, (size_t)N, F, act);
+        act_bwd_k<4>
+            <<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(dx, dy, x, (size_t)N, F, act);
     else
-        act_bwd_k<1><<<grid_for(n), THREADS, 0, stream>>>(dx, dy, x, (size_t)N, F, act);
+        act_bwd_k<1><<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(dx, dy, x, (size_t)N, F, act);
     return cudaGetLastError();
 }
 
@@ -745,7 +735,7 @@ template <int VEC>
 __global__ void scale_add_k(float *y, const float *x, const float *s, size_t nvec, int C,
                             int group)
 {
-    GRID_STRIDE(i, nvec)
+    GK_GRID_STRIDE(i, nvec)
     {
         int c = (int)(i % (size_t)(C / VEC)) * VEC;
         fvec<VEC> a = vload<VEC>(y + i * VEC), b = vload<VEC>(x + i * VEC);
@@ -767,9 +757,10 @@ static void scale_add_launch(float *y, const float *x, const float *s, int N, in
 {
     size_t n = (size_t)N * C;
     if (sa_vec4(C, y, x, x))
-        scale_add_k<4><<<grid_for(n / 4), THREADS, 0, stream>>>(y, x, s, n / 4, C, group);
+        scale_add_k<4>
+            <<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(y, x, s, n / 4, C, group);
     else
-        scale_add_k<1><<<grid_for(n), THREADS, 0, stream>>>(y, x, s, n, C, group);
+        scale_add_k<1><<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(y, x, s, n, C, group);
 }
 
 cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N, int C,
@@ -906,7 +897,7 @@ __global__ void adam_k(float *w, const float *g, float *m, float *v, size_t n, d
                        double b2, double eps, double decay, double step_size,
                        double bc2_sqrt)
 {
-    GRID_STRIDE(i, n)
+    GK_GRID_STRIDE(i, n)
     {
         double gi = g[i];
         float mi = (float)__dadd_rn(__dmul_rn(b1, m[i]), __dmul_rn(1 - b1, gi));
@@ -927,7 +918,7 @@ cudaError_t gk_cu_adam(float *w, const float *g, float *m, float *v, size_t n, d
     /* The step's scalars on the host, in double, as adam_tensor computes them. */
     double step_size = lr / (1 - pow(beta1, (double)t));
     double bc2_sqrt = sqrt(1 - pow(beta2, (double)t));
-    adam_k<<<grid_for(n), THREADS, 0, stream>>>(w, g, m, v, n, beta1, beta2, eps,
+    adam_k<<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(w, g, m, v, n, beta1, beta2, eps,
                                                 1 - lr * wd, step_size, bc2_sqrt);
     return cudaGetLastError();
 }

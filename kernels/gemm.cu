@@ -45,16 +45,43 @@ static void require(const char *fn, int N, int in, int out, const void *a, const
     }
 }
 
+cublasLtMatmulDesc_t gk_gemm_desc(cublasOperation_t ta, cublasOperation_t tb)
+{
+    cublasLtMatmulDesc_t op;
+    GK_CUBLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    GK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    GK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    return op;
+}
+
+cublasLtMatmulAlgo_t gk_gemm_algo(const gk_gemm *g, cublasLtMatmulDesc_t op,
+                                  cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                                  cublasLtMatrixLayout_t lc, int m, int n, int k)
+{
+    cublasLtMatmulPreference_t pref;
+    size_t ws = GK_GEMM_WORKSPACE;
+    GK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
+    GK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    cublasLtMatmulHeuristicResult_t heur;
+    int found = 0;
+    GK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(g->lt, op, la, lb, lc, lc, pref, 1, &heur, &found));
+    GK_CUBLAS(cublasLtMatmulPreferenceDestroy(pref));
+    if (found < 1) {
+        char why[120];
+        snprintf(why, sizeof why, "no algorithm for m %d, n %d, k %d", m, n, k);
+        gk_cu_fail("cublasLtMatmulAlgoGetHeuristic", __FILE__, __LINE__, why);
+    }
+    return heur.algo;
+}
+
 /* Column-major D [m,n] (=|+=) op(A) op(B), op(A) [m,k], op(B) [k,n], with
  * leading dimensions lda, ldb, ldd. */
 static void lt_matmul(gk_gemm *g, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                       int k, const gk_bf16 *A, int lda, const gk_bf16 *B, int ldb, void *D,
                       gk_out_type dt, int ldd, int accumulate)
 {
-    cublasLtMatmulDesc_t op;
-    GK_CUBLAS(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    GK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    GK_CUBLAS(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    cublasLtMatmulDesc_t op = gk_gemm_desc(ta, tb);
 
     /* A layout describes the stored matrix, before op(). */
     cublasLtMatrixLayout_t la, lb, ld;
@@ -64,28 +91,14 @@ static void lt_matmul(gk_gemm *g, cublasOperation_t ta, cublasOperation_t tb, in
     GK_CUBLAS(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, a_rows, a_cols, lda));
     GK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, b_rows, b_cols, ldb));
     GK_CUBLAS(cublasLtMatrixLayoutCreate(&ld, dtype, m, n, ldd));
-
-    cublasLtMatmulPreference_t pref;
-    size_t ws = GK_GEMM_WORKSPACE;
-    GK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
-    GK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    cublasLtMatmulHeuristicResult_t heur;
-    int found = 0;
-    GK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(g->lt, op, la, lb, ld, ld, pref, 1, &heur, &found));
-    if (found < 1) {
-        char why[120];
-        snprintf(why, sizeof why, "no algorithm for m %d, n %d, k %d", m, n, k);
-        gk_cu_fail("cublasLtMatmulAlgoGetHeuristic", __FILE__, __LINE__, why);
-    }
+    cublasLtMatmulAlgo_t algo = gk_gemm_algo(g, op, la, lb, ld, m, n, k);
 
     /* D is also C: beta 1 reads it back, which is how "adds into" is done. */
     float alpha = 1, beta = accumulate ? 1 : 0;
-    GK_CUBLAS(cublasLtMatmul(g->lt, op, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &heur.algo,
-                             g->workspace, ws, g->stream));
+    GK_CUBLAS(cublasLtMatmul(g->lt, op, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &algo,
+                             g->workspace, GK_GEMM_WORKSPACE, g->stream));
 
     /* Descriptors are host objects, read at enqueue time: free to go now. */
-    GK_CUBLAS(cublasLtMatmulPreferenceDestroy(pref));
     GK_CUBLAS(cublasLtMatrixLayoutDestroy(ld));
     GK_CUBLAS(cublasLtMatrixLayoutDestroy(lb));
     GK_CUBLAS(cublasLtMatrixLayoutDestroy(la));

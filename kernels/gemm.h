@@ -49,6 +49,17 @@ typedef struct {
 void gk_gemm_init(gk_gemm *g, gk_cu_arena *arena, cudaStream_t stream);
 void gk_gemm_destroy(gk_gemm *g);
 
+/* The pieces of a cuBLASLt product, shared with the products of their own
+ * that other kernels plan (optim.cu's batched Newton-Schulz): a descriptor
+ * with fp32 compute and scale, op(A) = TA, op(B) = TB; and cuBLASLt's first
+ * heuristic algorithm for it on layouts LA, LB and LC (C and D both LC)
+ * within GK_GEMM_WORKSPACE, dying with the shape M x N x K when there is
+ * none. */
+cublasLtMatmulDesc_t gk_gemm_desc(cublasOperation_t ta, cublasOperation_t tb);
+cublasLtMatmulAlgo_t gk_gemm_algo(const gk_gemm *g, cublasLtMatmulDesc_t op,
+                                  cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                                  cublasLtMatrixLayout_t lc, int m, int n, int k);
+
 /* 1 when in and out satisfy the requirement above, else 0. */
 int gk_gemm_dims_ok(int in, int out);
 

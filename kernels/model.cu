@@ -294,8 +294,7 @@ void gk_gpu_get_optim(gk_gpu *g, gk_optim *o) { gk_cu_optim_download(g->opt, o);
 
 __global__ void add_kernel(float *y, const float *x, size_t n)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
+    GK_GRID_STRIDE(i, n)
         y[i] += x[i];
 }
 
@@ -308,8 +307,7 @@ __global__ void loss_acc_kernel(double *acc, const double *mean, double scale)
 /* ema = d ema + (1 - d) p, in fp32 as moe-train's CPU ema_update. */
 __global__ void ema_kernel(float *ema, const float *p, size_t n, float d, float e)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
+    GK_GRID_STRIDE(i, n)
         ema[i] = __fadd_rn(__fmul_rn(d, ema[i]), __fmul_rn(e, p[i]));
 }
 
@@ -319,8 +317,7 @@ __global__ void ema_kernel(float *ema, const float *p, size_t n, float d, float 
 __global__ void mix_kernel(float *x, const float *xin, const float *x0, const float *mix,
                            size_t n, int C)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
+    GK_GRID_STRIDE(i, n) {
         int c = (int)(i % (size_t)C);
         x[i] = __fadd_rn(__fmul_rn(mix[c], xin[i]), __fmul_rn(mix[C + c], x0[i]));
     }
@@ -332,8 +329,7 @@ __global__ void mix_kernel(float *x, const float *xin, const float *x0, const fl
 __global__ void scale_kernel(float *y, gk_bf16 *yb, const float *x, const float *sc, size_t n,
                              int C, int group)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
+    GK_GRID_STRIDE(i, n) {
         float v = __fmul_rn(sc[(int)(i % (size_t)C) / group], x[i]);
         if (y)
             y[i] = v;
@@ -342,22 +338,16 @@ __global__ void scale_kernel(float *y, gk_bf16 *yb, const float *x, const float 
     }
 }
 
-static unsigned grid_for(size_t n)
-{
-    size_t b = (n + 255) / 256;
-    return (unsigned)(b < 4096 ? (b ? b : 1) : 4096);
-}
-
 static void add(gk_gpu *g, float *y, const float *x, size_t n)
 {
-    add_kernel<<<grid_for(n), 256, 0, g->stream>>>(y, x, n);
+    add_kernel<<<gk_cu_grid(n, 256), 256, 0, g->stream>>>(y, x, n);
     GK_CU(cudaGetLastError());
 }
 
 static void scale(gk_gpu *g, float *y, gk_bf16 *yb, const float *x, const float *sc, size_t n,
                   int C, int group)
 {
-    scale_kernel<<<grid_for(n), 256, 0, g->stream>>>(y, yb, x, sc, n, C, group);
+    scale_kernel<<<gk_cu_grid(n, 256), 256, 0, g->stream>>>(y, yb, x, sc, n, C, group);
     GK_CU(cudaGetLastError());
 }
 
@@ -408,7 +398,7 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
     cudaStream_t s = g->stream;
     float *x = a->xout;
     const float *mix = P(g, b, GK_BLK_RESID_MIX);
-    mix_kernel<<<grid_for(NC), 256, 0, s>>>(x, a->xin, g->x0, mix, NC, C);
+    mix_kernel<<<gk_cu_grid(NC, 256), 256, 0, s>>>(x, a->xin, g->x0, mix, NC, C);
     GK_CU(cudaGetLastError());
     GK_CU(gk_cu_rmsnorm_fwd(a->ln1, a->rstd1, x, N, C, GK_RMSNORM_EPS, s));
     to_bf16(g, a->ln1_b, a->ln1, NC);
@@ -655,7 +645,7 @@ double gk_gpu_step(gk_gpu *g, double lr_scale, double *norm, int64_t *load)
         for (int k = 0; k < g->n_ema_runs; k++) {
             size_t off = (size_t)g->ema_run[2 * k], n = (size_t)g->ema_run[2 * k + 1];
             float d = (float)c->train.ema_decay;
-            ema_kernel<<<grid_for(n), 256, 0, s>>>(g->ema + off, g->params + off, n, d,
+            ema_kernel<<<gk_cu_grid(n, 256), 256, 0, s>>>(g->ema + off, g->params + off, n, d,
                                                    1.0f - d);
             GK_CU(cudaGetLastError());
         }

@@ -64,16 +64,6 @@ struct gk_cu_moe {
     const gk_bf16 *wbf;
 };
 
-static unsigned grid_for(size_t n)
-{
-    size_t b = (n + THREADS - 1) / THREADS;
-    return (unsigned)(b < (1u << 20) ? (b ? b : 1) : (1u << 20));
-}
-
-#define GRID_STRIDE(i, n)                                                              \
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);           \
-         i += (size_t)gridDim.x * blockDim.x)
-
 /* Blocks for one warp per item. */
 static unsigned warps_grid(int n) { return (unsigned)(((size_t)n * 32 + THREADS - 1) / THREADS); }
 
@@ -91,7 +81,7 @@ __device__ double warp_sum(double v)
 __global__ void route_fixed_k(int *sel, float *gate, const int *tokens, int N, int E,
                               int token)
 {
-    GRID_STRIDE(n, (size_t)N)
+    GK_GRID_STRIDE(n, (size_t)N)
     {
         sel[n] = token ? tokens[n] % E : 0;
         gate[n] = 1;
@@ -220,7 +210,7 @@ __global__ void sort_place_k(int *row_tok, int *slot_row, int *cnt, const int *s
 __global__ void gather_k(gk_bf16 *xg, const float *x, const int *row_tok, int N, int NK, int C,
                          size_t R)
 {
-    GRID_STRIDE(i, R * C)
+    GK_GRID_STRIDE(i, R * C)
     {
         size_t r = i / C, c = i % C;
         size_t tok = r < (size_t)NK ? (size_t)row_tok[r] : (r - NK) % N;
@@ -233,7 +223,7 @@ __global__ void gather_k(gk_bf16 *xg, const float *x, const int *row_tok, int N,
 __global__ void act_fwd_k(gk_bf16 *y, const float *x, size_t R, int F, int act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
-    GRID_STRIDE(i, R * F)
+    GK_GRID_STRIDE(i, R * F)
     {
         float v;
         if (act == GK_ACT_SWIGLU) {
@@ -254,7 +244,7 @@ __global__ void act_bwd_k(gk_bf16 *dx, const float *dy, const float *x, size_t R
                           int act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
-    GRID_STRIDE(i, R * F)
+    GK_GRID_STRIDE(i, R * F)
     {
         float d = dy[i];
         if (act == GK_ACT_SWIGLU) {
@@ -276,7 +266,7 @@ __global__ void combine_k(float *y, const float *out, const float *gate, const i
                           int N, int C, int S, int K)
 {
     size_t NK = (size_t)N * K;
-    GRID_STRIDE(i, (size_t)N * C)
+    GK_GRID_STRIDE(i, (size_t)N * C)
     {
         size_t n = i / C, c = i % C;
         float v = 0;
@@ -343,7 +333,7 @@ __global__ void ungather_k(float *dx, const float *dxg, const int *slot_row, con
                            const float *wr, int N, int C, int E, int S, int K)
 {
     size_t NK = (size_t)N * K;
-    GRID_STRIDE(i, (size_t)N * C)
+    GK_GRID_STRIDE(i, (size_t)N * C)
     {
         size_t n = i / C, c = i % C;
         float v = dx[i];
@@ -379,7 +369,7 @@ __global__ void router_dw_part_k(double *part, const float *dz, const float *x, 
 /* dw [E,C] += the chunks' partial sums, chunks in order. */
 __global__ void router_dw_sum_k(float *dw, const double *part, int n_chunk, size_t EC)
 {
-    GRID_STRIDE(i, EC)
+    GK_GRID_STRIDE(i, EC)
     {
         double s = 0;
         for (int ch = 0; ch < n_chunk; ch++)
@@ -391,7 +381,7 @@ __global__ void router_dw_sum_k(float *dw, const double *part, int n_chunk, size
 /* load [E] += each routed expert's rows. */
 __global__ void load_k(long long *load, const int *start, int E)
 {
-    GRID_STRIDE(e, (size_t)E)
+    GK_GRID_STRIDE(e, (size_t)E)
     {
         load[e] += start[e + 1] - start[e];
     }
@@ -401,7 +391,7 @@ __global__ void load_k(long long *load, const int *start, int E)
  * double arithmetic: the bias moves by rate sign(sum - E load[e]). */
 __global__ void router_update_k(float *bias, const long long *load, int E, double rate)
 {
-    GRID_STRIDE(e, (size_t)E)
+    GK_GRID_STRIDE(e, (size_t)E)
     {
         long long sum = 0;
         for (int i = 0; i < E; i++)
@@ -546,8 +536,8 @@ extern "C" void gk_cu_moe_fwd(gk_cu_moe *m, gk_gemm *g, float *y, const float *x
         route_k<<<warps_grid(N), THREADS, 0, st>>>(m->sel, m->gate, m->score, x, wr, bias, N,
                                                    C, E, K);
     } else {
-        route_fixed_k<<<grid_for((size_t)N), THREADS, 0, st>>>(m->sel, m->gate, tokens, N, E,
-                                                               m->token);
+        route_fixed_k<<<gk_cu_grid((size_t)N, THREADS), THREADS, 0, st>>>(m->sel, m->gate, tokens,
+                                                                          N, E, m->token);
     }
     GK_CU(cudaGetLastError());
     unsigned sort_grid = (unsigned)((m->n_sort + THREADS - 1) / THREADS);
@@ -561,7 +551,7 @@ extern "C" void gk_cu_moe_fwd(gk_cu_moe *m, gk_gemm *g, float *y, const float *x
     GK_CU(cudaMemcpyAsync(m->hstart, m->start, (size_t)(E + 1) * sizeof *m->hstart,
                           cudaMemcpyDeviceToHost, st));
     size_t R = (size_t)m->R;
-    gather_k<<<grid_for(R * C), THREADS, 0, st>>>(m->xg, x, m->row_tok, N, NK, C, R);
+    gather_k<<<gk_cu_grid(R * C, THREADS), THREADS, 0, st>>>(m->xg, x, m->row_tok, N, NK, C, R);
     GK_CU(cudaGetLastError());
     if (m->staged)
         GK_CU(cudaMemcpyAsync(m->wstage, wbf + m->span0, m->span * sizeof *wbf,
@@ -575,7 +565,7 @@ extern "C" void gk_cu_moe_fwd(gk_cu_moe *m, gk_gemm *g, float *y, const float *x
             gk_gemm_linear_fwd(g, m->hpre + r0 * FR, GK_OUT_F32, m->xg + r0 * C,
                                expert_w(m, m->t->fc[j]), rows, C, FR, 0);
     }
-    act_fwd_k<<<grid_for(R * F), THREADS, 0, st>>>(m->hact, m->hpre, R, F, m->act);
+    act_fwd_k<<<gk_cu_grid(R * F, THREADS), THREADS, 0, st>>>(m->hact, m->hpre, R, F, m->act);
     GK_CU(cudaGetLastError());
     for (int j = 0; j < E + S; j++) {
         size_t r0 = j < E ? (size_t)m->hstart[j] : (size_t)NK + (size_t)(j - E) * N;
@@ -584,8 +574,8 @@ extern "C" void gk_cu_moe_fwd(gk_cu_moe *m, gk_gemm *g, float *y, const float *x
             gk_gemm_linear_fwd(g, m->out + r0 * C, GK_OUT_F32, m->hact + r0 * F,
                                expert_w(m, m->t->proj[j]), rows, F, C, 0);
     }
-    combine_k<<<grid_for((size_t)N * C), THREADS, 0, st>>>(y, m->out, m->gate, m->slot_row, N,
-                                                           C, S, K);
+    combine_k<<<gk_cu_grid((size_t)N * C, THREADS), THREADS, 0, st>>>(y, m->out, m->gate,
+                                                                      m->slot_row, N, C, S, K);
     GK_CU(cudaGetLastError());
 }
 
@@ -614,7 +604,8 @@ extern "C" void gk_cu_moe_bwd(gk_cu_moe *m, gk_gemm *g, float *dx, float *grads,
         gk_gemm_linear_bwd_dw(g, expert_g(m, grads, m->t->proj[j]), GK_OUT_F32,
                               m->dout + r0 * C, m->hact + r0 * F, rows, F, C, 1);
     }
-    act_bwd_k<<<grid_for(R * F), THREADS, 0, st>>>(m->dhpre, m->dhact, m->hpre, R, F, m->act);
+    act_bwd_k<<<gk_cu_grid(R * F, THREADS), THREADS, 0, st>>>(m->dhpre, m->dhact, m->hpre, R, F,
+                                                              m->act);
     GK_CU(cudaGetLastError());
     /* out is dead after combine_bwd_k: the input gradients of the rows
      * (dxg [R,C]) take its place */
@@ -633,7 +624,7 @@ extern "C" void gk_cu_moe_bwd(gk_cu_moe *m, gk_gemm *g, float *dx, float *grads,
         GK_CU(cudaMemcpyAsync(grads + m->span0, m->gstage, m->span * sizeof *grads,
                               cudaMemcpyDeviceToDevice, st));
     const float *wr = m->learned ? m->params + m->l->params[m->t->router].offset : NULL;
-    ungather_k<<<grid_for((size_t)N * C), THREADS, 0, st>>>(
+    ungather_k<<<gk_cu_grid((size_t)N * C, THREADS), THREADS, 0, st>>>(
         dx, dxg, m->slot_row, m->learned ? m->dz : NULL, wr, N, C, E, S, K);
     GK_CU(cudaGetLastError());
     if (m->learned) {
@@ -641,11 +632,11 @@ extern "C" void gk_cu_moe_bwd(gk_cu_moe *m, gk_gemm *g, float *dx, float *grads,
         router_dw_part_k<<<grid, THREADS, 0, st>>>(m->rpart, m->dz, m->x, N, C, E);
         GK_CU(cudaGetLastError());
         size_t EC = (size_t)E * C;
-        router_dw_sum_k<<<grid_for(EC), THREADS, 0, st>>>(
+        router_dw_sum_k<<<gk_cu_grid(EC, THREADS), THREADS, 0, st>>>(
             grads + m->l->params[m->t->router].offset, m->rpart, m->n_rchunk, EC);
         GK_CU(cudaGetLastError());
     }
-    load_k<<<grid_for((size_t)E), THREADS, 0, st>>>(load, m->start, E);
+    load_k<<<gk_cu_grid((size_t)E, THREADS), THREADS, 0, st>>>(load, m->start, E);
     GK_CU(cudaGetLastError());
 }
 
@@ -659,7 +650,7 @@ extern "C" void gk_cu_moe_router_update(const gk_layout *l, float *params,
     for (int b = 0; b < l->cfg.model.n_layer; b++) {
         if (l->moe[b].router_bias < 0)
             continue;
-        router_update_k<<<grid_for((size_t)E), THREADS, 0, stream>>>(
+        router_update_k<<<gk_cu_grid((size_t)E, THREADS), THREADS, 0, stream>>>(
             params + l->params[l->moe[b].router_bias].offset, load + (size_t)b * E, E, rate);
         GK_CU(cudaGetLastError());
     }

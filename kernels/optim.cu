@@ -310,31 +310,14 @@ static void bf16_layout(cublasLtMatrixLayout_t *l, int rows, int cols, int ld, i
 static void plan_init(gk_gemm *g, lt_plan *p, cublasOperation_t ta, cublasOperation_t tb,
                       int m, int n, int k, int batch)
 {
-    GK_CUBLAS(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    GK_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
-    GK_CUBLAS(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    p->op = gk_gemm_desc(ta, tb);
     int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
     int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
     bf16_layout(&p->la, a_rows, a_cols, a_rows, batch, (long long)a_rows * a_cols);
     bf16_layout(&p->lb, b_rows, b_cols, b_rows, batch, (long long)b_rows * b_cols);
     bf16_layout(&p->lc, m, n, m, batch, (long long)m * n);
 
-    cublasLtMatmulPreference_t pref;
-    size_t ws = GK_GEMM_WORKSPACE;
-    GK_CUBLAS(cublasLtMatmulPreferenceCreate(&pref));
-    GK_CUBLAS(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-    cublasLtMatmulHeuristicResult_t heur;
-    int found = 0;
-    GK_CUBLAS(cublasLtMatmulAlgoGetHeuristic(g->lt, p->op, p->la, p->lb, p->lc, p->lc, pref, 1,
-                                             &heur, &found));
-    GK_CUBLAS(cublasLtMatmulPreferenceDestroy(pref));
-    if (found < 1) {
-        char why[120];
-        snprintf(why, sizeof why, "no algorithm for m %d, n %d, k %d, batch %d", m, n, k, batch);
-        gk_cu_fail("cublasLtMatmulAlgoGetHeuristic", __FILE__, __LINE__, why);
-    }
-    p->algo = heur.algo;
+    p->algo = gk_gemm_algo(g, p->op, p->la, p->lb, p->lc, m, n, k);
 }
 
 static void plan_destroy(lt_plan *p)
