@@ -65,6 +65,7 @@ import torch.nn.functional as F
 import ref_model
 import ref_train
 from ref_model import GPT, Config, apply_rope, rms_norm
+from ref_train import newton_schulz as ref_newton_schulz  # the original, before the swap below
 
 # Rows of each expert's group in the grouped GEMMs start at multiples of this
 # (padding rows are zeros): the grouped kernels want 16-byte-aligned groups
@@ -124,19 +125,9 @@ def grouped_moe_forward(self, x, tokens):
     return out.view(B, T, C)
 
 
-def newton_schulz_bf16(G, steps, eps=1e-7):
-    """ref_train.newton_schulz in bf16, as train_gpt.py's zeropower_via_newtonschulz5."""
-    a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.bfloat16()
-    X = X / (X.norm() + eps)
-    tall = G.size(0) > G.size(1)
-    if tall:
-        X = X.T
-    for _ in range(steps):
-        A = X @ X.T
-        B = b * A + c * (A @ A)
-        X = a * X + B @ X
-    return X.T if tall else X
+def newton_schulz_bf16(G, steps):
+    """ref_train's Newton-Schulz in bf16, as train_gpt.py's zeropower_via_newtonschulz5."""
+    return ref_newton_schulz(G, steps, dtype=torch.bfloat16)
 
 
 def load_config(path):

@@ -85,12 +85,14 @@ def next_batch(stream, tokens_per_micro, seq_len, device):
 # ---- optimizers -----------------------------------------------------------------
 
 
-def newton_schulz(G, steps, eps=1e-7):
+def newton_schulz(G, steps, eps=1e-7, dtype=torch.float32):
     """Approximately orthogonalise G with the quintic iteration of train_gpt.py
-    (coefficients 3.4445, -4.7750, 2.0315), all in float32: X = G / (|G|_F + eps),
-    transposed when G has more rows than columns so that X X^T is the small side."""
+    (coefficients 3.4445, -4.7750, 2.0315), all in DTYPE (float32 here; bf16 is
+    train_gpt.py's): X = G / (|G|_F + eps), transposed when G has more rows than
+    columns so that X X^T is the small side."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    X = G.float() / (G.norm() + eps)
+    X = G.to(dtype)
+    X = X / (X.norm() + eps)
     tall = G.size(0) > G.size(1)
     if tall:
         X = X.T
