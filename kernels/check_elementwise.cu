@@ -59,6 +59,17 @@ static double err_of(const float *dev, const float *want, size_t n)
 }
 
 /* A copy of n host floats. */
+/* The error of a kernel's bf16 side output YB against its own fp32 output Y
+ * rounded on the host: 0 when yb is round-to-nearest of y everywhere. */
+static double bf16_side_err(const gk_bf16 *yb, const float *y, size_t n)
+{
+    float *gb = gk_check_download(yb, n, GK_OUT_BF16), *gy = gk_check_down(y, n);
+    gk_check_round_bf16(gy, n);
+    double e = gk_check_rel_err(gb, gy, n);
+    free(gb), free(gy);
+    return e;
+}
+
 static float *dup_f(const float *h, size_t n)
 {
     float *c = (float *)gk_check_xalloc(n * sizeof *c);
@@ -175,7 +186,7 @@ static void time_rmsnorm(gk_cu_arena *arena)
         float *x = time_filled(arena, n, 2), *y = time_filled(arena, n, 3);
         float *dx = time_filled(arena, n, 4), *r = time_filled(arena, (size_t)N, 5);
         time_it(shapes[s].fwd, 8.0 * n + 4.0 * N,
-                [&] { GK_CU(gk_cu_rmsnorm_fwd(y, r, x, N, C, GK_RMSNORM_EPS, 0)); });
+                [&] { GK_CU(gk_cu_rmsnorm_fwd(y, NULL, r, x, N, C, GK_RMSNORM_EPS, 0)); });
         time_it(shapes[s].bwd, 16.0 * n + 4.0 * N,
                 [&] { GK_CU(gk_cu_rmsnorm_bwd(dx, x, y, r, N, C, 0)); });
         gk_cu_arena_reset(arena);
@@ -198,13 +209,15 @@ void gk_check_rmsnorm(gk_cu_arena *arena)
 
         float *d_x = gk_check_up(arena, x, n), *d_y = (float *)gk_check_poisoned(arena, n * 4);
         float *d_r = (float *)gk_check_poisoned(arena, (size_t)N * 4);
-        GK_CU(gk_cu_rmsnorm_fwd(d_y, d_r, d_x, N, C, GK_RMSNORM_EPS, 0));
+        gk_bf16 *d_yb = (gk_bf16 *)gk_check_poisoned(arena, n * 2);
+        GK_CU(gk_cu_rmsnorm_fwd(d_y, d_yb, d_r, d_x, N, C, GK_RMSNORM_EPS, 0));
         double ey = err_of(d_y, y, n), er = err_of(d_r, rstd, (size_t)N);
-        GK_OK(ey <= bound && er <= bound,
-              "rmsnorm fwd, N %d C %d: max rel err y %.3g rstd %.3g (bound %g)", N, C, ey, er,
-              bound);
+        double eb = bf16_side_err(d_yb, d_y, n);
+        GK_OK(ey <= bound && er <= bound && eb == 0,
+              "rmsnorm fwd, N %d C %d: max rel err y %.3g rstd %.3g (bound %g), bf16 y against "
+              "its fp32 %.3g (bound 0)", N, C, ey, er, bound, eb);
         /* In place (y = x), without rstd. */
-        GK_CU(gk_cu_rmsnorm_fwd(d_x, NULL, d_x, N, C, GK_RMSNORM_EPS, 0));
+        GK_CU(gk_cu_rmsnorm_fwd(d_x, NULL, NULL, d_x, N, C, GK_RMSNORM_EPS, 0));
         ey = err_of(d_x, y, n);
         GK_OK(ey <= bound, "rmsnorm fwd in place, N %d C %d: max rel err %.3g (bound %g)", N, C,
               ey, bound);
@@ -286,9 +299,9 @@ static void time_act(gk_cu_arena *arena)
     float *x = time_filled(arena, n, 10), *y = time_filled(arena, n, 11);
     float *dx = time_filled(arena, n, 12);
     time_it("relu2 fwd [32768,1024]", 8.0 * n,
-            [&] { GK_CU(gk_cu_act_fwd(y, x, N, F, GK_OP_RELU2, 0)); });
+            [&] { GK_CU(gk_cu_act_fwd(y, NULL, x, N, F, GK_OP_RELU2, 0)); });
     time_it("relu2 bwd [32768,1024]", 16.0 * n,
-            [&] { GK_CU(gk_cu_act_bwd(dx, y, x, N, F, GK_OP_RELU2, 0)); });
+            [&] { GK_CU(gk_cu_act_bwd(dx, NULL, y, x, N, F, GK_OP_RELU2, 0)); });
 }
 
 void gk_check_act(gk_cu_arena *arena)
@@ -310,18 +323,35 @@ void gk_check_act(gk_cu_arena *arena)
             float *x = gk_check_randn(nx, 2.0), *dy = gk_check_randn(ny, 1.0);
             float *dx = gk_check_randn(nx, 1.0), *y = (float *)gk_check_xalloc(ny * 4);
             gk_act_fwd_f32(y, x, N, F, act);
-            float *d_x = gk_check_up(arena, x, nx), *d_y = (float *)gk_check_poisoned(arena, ny * 4);
-            GK_CU(gk_cu_act_fwd(d_y, d_x, N, F, act, 0));
+            float *d_x = gk_check_up(arena, x, nx);
+            float *d_y = (float *)gk_check_poisoned(arena, ny * 4);
+            gk_bf16 *d_yb = (gk_bf16 *)gk_check_poisoned(arena, ny * 2);
+            GK_CU(gk_cu_act_fwd(d_y, d_yb, d_x, N, F, act, 0));
             double e = err_of(d_y, y, ny), bound = acts[a].bound;
-            GK_OK(e <= bound, "%s fwd, N %d F %d: max rel err %.3g (bound %g)", acts[a].name, N,
-                  F, e, bound);
+            double eb = bf16_side_err(d_yb, d_y, ny);
+            GK_OK(e <= bound && eb == 0,
+                  "%s fwd, N %d F %d: max rel err %.3g (bound %g), bf16 y against its fp32 %.3g "
+                  "(bound 0)", acts[a].name, N, F, e, bound, eb);
 
             float *d_dx = gk_check_up(arena, dx, nx), *d_dy = gk_check_up(arena, dy, ny);
             gk_act_bwd_f32(dx, dy, x, N, F, act);
-            GK_CU(gk_cu_act_bwd(d_dx, d_dy, d_x, N, F, act, 0));
+            GK_CU(gk_cu_act_bwd(d_dx, NULL, d_dy, d_x, N, F, act, 0));
             e = err_of(d_dx, dx, nx);
             GK_OK(e <= bound, "%s bwd (+=), N %d F %d: max rel err %.3g (bound %g)",
                   acts[a].name, N, F, e, bound);
+
+            /* Written as bf16: the CPU's gradient added into zeros, rounded. */
+            float *dxz = (float *)gk_check_xalloc(nx * 4);
+            gk_bf16 *d_dxb = (gk_bf16 *)gk_check_poisoned(arena, nx * 2);
+            gk_act_bwd_f32(dxz, dy, x, N, F, act);
+            GK_CU(gk_cu_act_bwd(NULL, d_dxb, d_dy, d_x, N, F, act, 0));
+            gk_check_round_bf16(dxz, nx);
+            float *gotb = gk_check_download(d_dxb, nx, GK_OUT_BF16);
+            e = gk_check_rel_err(gotb, dxz, nx);
+            double bound_b = bound + 1.0 / 256; /* one bf16 rounding on top */
+            GK_OK(e <= bound_b, "%s bwd written as bf16, N %d F %d: max rel err %.3g (bound %g)",
+                  acts[a].name, N, F, e, bound_b);
+            free(dxz), free(gotb);
             free(x), free(dy), free(dx), free(y);
         }
     time_act(arena);
@@ -496,6 +526,22 @@ void gk_check_scale_add(gk_cu_arena *arena)
         GK_OK(ex == 0 && es <= bound_ds,
               "scale_add bwd, one gradient at a time, N %d C %d group %d: max rel err dx %.3g "
               "ds %.3g", N, C, g, ex, es);
+
+        /* The set variant: d(x) written, fp32 and bf16 both from poison, ds added. */
+        float *dxz = (float *)gk_check_xalloc(n * 4), *ds3 = gk_check_randn(ns, 1.0);
+        float *d_ds3 = gk_check_up(arena, ds3, ns);
+        float *d_dx3 = (float *)gk_check_poisoned(arena, n * 4);
+        gk_bf16 *d_dxb = (gk_bf16 *)gk_check_poisoned(arena, n * 2);
+        gk_scale_add_bwd_f32(dxz, ds3, dy, x, sc, N, C, g);
+        GK_CU(gk_cu_scale_bwd_set(d_dx3, d_dxb, d_ds3, d_dy, d_x, d_s, N, C, g, work, 0));
+        ex = err_of(d_dx3, dxz, n), es = err_of(d_ds3, ds3, ns);
+        float *gotb = gk_check_download(d_dxb, n, GK_OUT_BF16);
+        gk_check_round_bf16(dxz, n);
+        double eb = gk_check_rel_err(gotb, dxz, n);
+        GK_OK(ex == 0 && eb == 0 && es <= bound_ds,
+              "scale bwd set (dx = s dy), N %d C %d group %d: max rel err dx %.3g, bf16 dx %.3g "
+              "(bound 0), ds %.3g (bound %g)", N, C, g, ex, eb, es, bound_ds);
+        free(dxz), free(ds3), free(gotb);
         free(x), free(y), free(sc), free(dy), free(dx), free(ds), free(dx1), free(ds1);
     }
     time_scale_add(arena);

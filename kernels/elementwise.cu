@@ -20,6 +20,7 @@
 #include "elementwise.h"
 
 #include <stdint.h>
+#include <string.h>
 
 #include <cub/device/device_radix_sort.cuh>
 
@@ -63,6 +64,34 @@ template <typename T, typename Op> __device__ T block_reduce(T v, T *sh, Op op, 
 }
 
 /* ---- 16-byte accesses ------------------------------------------------------ */
+
+template <int VEC> struct fvec;
+
+/* VEC values of r rounded to bf16 (nearest, ties to even) at p; for VEC 4 one
+ * 8-byte store when WIDE (p 8-byte aligned), else scalar stores. */
+template <int VEC>
+__device__ __forceinline__ void bstore(gk_bf16 *p, const fvec<VEC> &r, bool wide = true)
+{
+    if constexpr (VEC == 4) {
+        if (!wide) {
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                p[e] = __float2bfloat16_rn(r.v[e]);
+            return;
+        }
+        __nv_bfloat162 lo = __floats2bfloat162_rn(r.v[0], r.v[1]);
+        __nv_bfloat162 hi = __floats2bfloat162_rn(r.v[2], r.v[3]);
+        uint2 u;
+        memcpy(&u.x, &lo, 4);
+        memcpy(&u.y, &hi, 4);
+        *(uint2 *)p = u;
+    } else {
+        (void)wide;
+#pragma unroll
+        for (int e = 0; e < VEC; e++)
+            p[e] = __float2bfloat16_rn(r.v[e]);
+    }
+}
 
 /* The kernels of the training step are memory-bound: their time is the bytes
  * they move over HBM bandwidth, approached only with wide accesses and many of
@@ -263,13 +292,15 @@ template <int G> __device__ __forceinline__ double group_sum(double v)
  * zeros, so every lane of a warp reaches the shuffles. */
 template <int VEC, int G, int PER>
 __global__ void __launch_bounds__(THREADS)
-    rmsnorm_fwd_k(float *y, float *rstd, const float *x, size_t N, int C, double eps, bool wide)
+    rmsnorm_fwd_k(float *y, gk_bf16 *yb, float *rstd, const float *x, size_t N, int C, double eps,
+                  bool wide)
 {
     int lane = threadIdx.x & (G - 1);
     size_t row = ((size_t)blockIdx.x * THREADS + threadIdx.x) / G;
     bool live = row < N;
     const float *xr = x + (live ? row : 0) * C;
     float *yr = y + (live ? row : 0) * C;
+    gk_bf16 *ybr = yb ? yb + (live ? row : 0) * C : NULL;
     double ss = 0;
     if constexpr (PER > 0) {
         fvec<VEC> v[PER];
@@ -291,6 +322,8 @@ __global__ void __launch_bounds__(THREADS)
                 for (int e = 0; e < VEC; e++)
                     v[k].v[e] *= r;
                 vstore<VEC>(yr + c, v[k], wide);
+                if (ybr)
+                    bstore<VEC>(ybr + c, v[k], wide);
             }
         }
         if (live && lane == 0 && rstd)
@@ -310,6 +343,8 @@ __global__ void __launch_bounds__(THREADS)
             for (int e = 0; e < VEC; e++)
                 v.v[e] *= r;
             vstore<VEC>(yr + c, v, wide);
+            if (ybr)
+                bstore<VEC>(ybr + c, v, wide);
         }
         if (live && lane == 0 && rstd)
             rstd[row] = r;
@@ -418,13 +453,13 @@ static unsigned rows_grid(size_t N, row_shape rs)
     return (unsigned)((N + per_block - 1) / per_block);
 }
 
-cudaError_t gk_cu_rmsnorm_fwd(float *y, float *rstd, const float *x, int N, int C,
-                              double eps, cudaStream_t stream)
+cudaError_t gk_cu_rmsnorm_fwd(float *y, gk_bf16 *yb, float *rstd, const float *x, int N,
+                              int C, double eps, cudaStream_t stream)
 {
     if (N > 0) {
         row_shape rs = row_shape_of(C);
         pick_rows<rms_fwd>(rs)<<<rows_grid((size_t)N, rs), THREADS, 0, stream>>>(
-            y, rstd, x, (size_t)N, C, eps, al16(y) && al16(x));
+            y, yb, rstd, x, (size_t)N, C, eps, al16(y) && al16(x) && (uintptr_t)yb % 8 == 0);
     }
     return cudaGetLastError();
 }
@@ -551,7 +586,8 @@ cudaError_t gk_cu_rope_bwd(float *dx, const float *dy, const float *cos, const f
 /* VEC consecutive outputs per thread: VEC 4 needs N F (relu^2, leaky^2:
  * flat arrays) or F (SwiGLU: gate and up halves of each row) a multiple of 4
  * and aligned arrays. The arithmetic is per element as before. */
-template <int VEC> __global__ void act_fwd_k(float *y, const float *x, size_t N, int F, gk_act act)
+template <int VEC>
+__global__ void act_fwd_k(float *y, gk_bf16 *yb, const float *x, size_t N, int F, gk_act act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
     GK_GRID_STRIDE(i, N * F / VEC)
@@ -572,7 +608,10 @@ template <int VEC> __global__ void act_fwd_k(float *y, const float *x, size_t N,
                 out.v[e] = a * a;
             }
         }
-        vstore<VEC>(y + k, out);
+        if (y)
+            vstore<VEC>(y + k, out);
+        if (yb)
+            bstore<VEC>(yb + k, out);
     }
 }
 
@@ -581,8 +620,8 @@ template <int VEC> __global__ void act_fwd_k(float *y, const float *x, size_t N,
  * rounding would be a large relative error. relu^2 writes back dx unchanged
  * where x <= 0 (the vector is stored whole): the same bits as skipping it. */
 template <int VEC>
-__global__ void act_bwd_k(float *dx, const float *dy, const float *x, size_t N, int F,
-                          gk_act act)
+__global__ void act_bwd_k(float *dx, gk_bf16 *dxb, const float *dy, const float *x, size_t N,
+                          int F, gk_act act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
     GK_GRID_STRIDE(i, N * F / VEC)
@@ -592,7 +631,8 @@ __global__ void act_bwd_k(float *dx, const float *dy, const float *x, size_t N, 
         if (act == GK_OP_SWIGLU) {
             size_t n = k / F, f = k % F, ig = n * 2 * F + f, iu = ig + F;
             fvec<VEC> g = vload<VEC>(x + ig), up = vload<VEC>(x + iu);
-            fvec<VEC> dg = vload<VEC>(dx + ig), du = vload<VEC>(dx + iu);
+            fvec<VEC> dg = dxb ? fvec<VEC>{} : vload<VEC>(dx + ig);
+            fvec<VEC> du = dxb ? fvec<VEC>{} : vload<VEC>(dx + iu);
 #pragma unroll
             for (int e = 0; e < VEC; e++) {
                 float sig = 1 / (1 + expf(-g.v[e]));
@@ -601,10 +641,15 @@ __global__ void act_bwd_k(float *dx, const float *dy, const float *x, size_t N, 
                 dg.v[e] = __fadd_rn(dg.v[e], dgate);
                 du.v[e] = __fadd_rn(du.v[e], __fmul_rn(__fmul_rn(d.v[e], g.v[e]), sig));
             }
-            vstore<VEC>(dx + ig, dg);
-            vstore<VEC>(dx + iu, du);
+            if (dxb) {
+                bstore<VEC>(dxb + ig, dg);
+                bstore<VEC>(dxb + iu, du);
+            } else {
+                vstore<VEC>(dx + ig, dg);
+                vstore<VEC>(dx + iu, du);
+            }
         } else {
-            fvec<VEC> v = vload<VEC>(x + k), a = vload<VEC>(dx + k);
+            fvec<VEC> v = vload<VEC>(x + k), a = dxb ? fvec<VEC>{} : vload<VEC>(dx + k);
 #pragma unroll
             for (int e = 0; e < VEC; e++) {
                 if (v.v[e] > 0)
@@ -612,7 +657,10 @@ __global__ void act_bwd_k(float *dx, const float *dy, const float *x, size_t N, 
                 else if (act == GK_OP_LEAKY2)
                     a.v[e] = __fadd_rn(a.v[e], __fmul_rn(2 * slope * slope * v.v[e], d.v[e]));
             }
-            vstore<VEC>(dx + k, a);
+            if (dxb)
+                bstore<VEC>(dxb + k, a);
+            else
+                vstore<VEC>(dx + k, a);
         }
     }
 }
@@ -624,26 +672,28 @@ static bool act_vec4(size_t N, int F, gk_act act, const void *a, const void *b, 
     return width % 4 == 0 && al16(a) && al16(b) && al16(c);
 }
 
-cudaError_t gk_cu_act_fwd(float *y, const float *x, int N, int F, gk_act act,
+cudaError_t gk_cu_act_fwd(float *y, gk_bf16 *yb, const float *x, int N, int F, gk_act act,
                           cudaStream_t stream)
 {
     size_t n = (size_t)N * F;
-    if (act_vec4((size_t)N, F, act, y, x, x))
-        act_fwd_k<4><<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(y, x, (size_t)N, F, act);
+    if (act_vec4((size_t)N, F, act, y ? y : x, x, x) && (uintptr_t)yb % 8 == 0)
+        act_fwd_k<4><<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(y, yb, x, (size_t)N, F,
+                                                                         act);
     else
-        act_fwd_k<1><<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(y, x, (size_t)N, F, act);
+        act_fwd_k<1><<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(y, yb, x, (size_t)N, F, act);
     return cudaGetLastError();
 }
 
-cudaError_t gk_cu_act_bwd(float *dx, const float *dy, const float *x, int N, int F,
-                          gk_act act, cudaStream_t stream)
+cudaError_t gk_cu_act_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float *x, int N,
+                          int F, gk_act act, cudaStream_t stream)
 {
     size_t n = (size_t)N * F;
-    if (act_vec4((size_t)N, F, act, dx, dy, x))
-        act_bwd_k<4>
-            <<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(dx, dy, x, (size_t)N, F, act);
+    if (act_vec4((size_t)N, F, act, dxb ? x : dx, dy, x) && (uintptr_t)dxb % 8 == 0)
+        act_bwd_k<4><<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(dx, dxb, dy, x,
+                                                                         (size_t)N, F, act);
     else
-        act_bwd_k<1><<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(dx, dy, x, (size_t)N, F, act);
+        act_bwd_k<1><<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(dx, dxb, dy, x, (size_t)N,
+                                                                     F, act);
     return cudaGetLastError();
 }
 
@@ -772,7 +822,8 @@ cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N,
 
 /* Pass 1 of ds, fused with dx += s dy when dx is wanted, so dy is read once
  * for both (the two passes apart moved 5 arrays' worth of bytes, this one 4;
- * 2 for ds alone). Block (32, DS_PHASES): 32 slots of VEC channels by the
+ * 2 for ds alone). With SET, d(x) = s dy is written instead (dx not read),
+ * into dx as fp32 and/or into dxb as bf16, whichever is not NULL. Block (32, DS_PHASES): 32 slots of VEC channels by the
  * phases of one chunk of DS_ROWS rows. Each thread accumulates x dy of its
  * channels in double, rows in order, two rows a step so that 2 rows' loads are
  * in flight before the first add (the dx stores would otherwise keep the
@@ -780,8 +831,8 @@ cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N,
  * phases' sums in order into part[chunk][c]. */
 template <int VEC>
 __global__ void __launch_bounds__(32 * DS_PHASES)
-    ds_part_k(float *dx, double *part, const float *dy, const float *x, const float *s, int N,
-              int C, int group)
+    ds_part_k(float *dx, gk_bf16 *dxb, bool set, double *part, const float *dy, const float *x,
+              const float *s, int N, int C, int group)
 {
     __shared__ double sh[DS_PHASES][32 * VEC];
     int c0 = (blockIdx.y * 32 + threadIdx.x) * VEC, k = blockIdx.x;
@@ -790,7 +841,7 @@ __global__ void __launch_bounds__(32 * DS_PHASES)
     float sv[VEC] = {};
     int n1 = (k + 1) * DS_ROWS < N ? (k + 1) * DS_ROWS : N;
     if (on) {
-        if (dx) {
+        if (dx || dxb) {
 #pragma unroll
             for (int e = 0; e < VEC; e++)
                 sv[e] = s[(c0 + e) / group];
@@ -800,16 +851,29 @@ __global__ void __launch_bounds__(32 * DS_PHASES)
             size_t o0 = (size_t)n * C + c0, o1 = two ? o0 + (size_t)DS_PHASES * C : o0;
             fvec<VEC> g0 = vload<VEC>(dy + o0), x0 = vload<VEC>(x + o0);
             fvec<VEC> g1 = vload<VEC>(dy + o1), x1 = vload<VEC>(x + o1), d0, d1;
-            if (dx) {
+            if (set) {
+#pragma unroll
+                for (int e = 0; e < VEC; e++) {
+                    d0.v[e] = __fmul_rn(sv[e], g0.v[e]);
+                    d1.v[e] = __fmul_rn(sv[e], g1.v[e]);
+                }
+            } else if (dx) {
                 d0 = vload<VEC>(dx + o0), d1 = vload<VEC>(dx + o1);
 #pragma unroll
                 for (int e = 0; e < VEC; e++) {
                     d0.v[e] = __fadd_rn(d0.v[e], __fmul_rn(sv[e], g0.v[e]));
                     d1.v[e] = __fadd_rn(d1.v[e], __fmul_rn(sv[e], g1.v[e]));
                 }
+            }
+            if (dx) {
                 vstore<VEC>(dx + o0, d0);
                 if (two)
                     vstore<VEC>(dx + o1, d1);
+            }
+            if (dxb) {
+                bstore<VEC>(dxb + o0, d0);
+                if (two)
+                    bstore<VEC>(dxb + o1, d1);
             }
 #pragma unroll
             for (int e = 0; e < VEC; e++) {
@@ -867,25 +931,45 @@ size_t gk_cu_scale_add_bwd_workspace(int N, int C)
     return (size_t)((N + DS_ROWS - 1) / DS_ROWS) * C * sizeof(double);
 }
 
+/* Both passes of ds, with ds_part_k's d(x) outputs. */
+static void ds_launch(float *dx, gk_bf16 *dxb, bool set, float *ds, const float *dy,
+                      const float *x, const float *s, int N, int C, int group, void *work,
+                      cudaStream_t stream)
+{
+    int nchunk = (N + DS_ROWS - 1) / DS_ROWS;
+    dim3 block(32, DS_PHASES);
+    /* Chunks along x, whose limit is 2^31 - 1 blocks (y's is 65535); VEC 4
+     * stores 4 bf16, 8 bytes, when dxb is 8-byte aligned. */
+    if (sa_vec4(C, dx, dy, x) && (uintptr_t)dxb % 8 == 0)
+        ds_part_k<4><<<dim3((unsigned)nchunk, (unsigned)((C / 4 + 31) / 32)), block, 0,
+                       stream>>>(dx, dxb, set, (double *)work, dy, x, s, N, C, group);
+    else
+        ds_part_k<1><<<dim3((unsigned)nchunk, (unsigned)((C + 31) / 32)), block, 0, stream>>>(
+            dx, dxb, set, (double *)work, dy, x, s, N, C, group);
+    ds_sum_k<<<C / group, ds_sum_threads(nchunk * group), 0, stream>>>(ds, (const double *)work,
+                                                                       nchunk, C, group);
+}
+
 cudaError_t gk_cu_scale_add_bwd(float *dx, float *ds, const float *dy, const float *x,
                                 const float *s, int N, int C, int group, void *work,
                                 cudaStream_t stream)
 {
     if (ds && N > 0) {
-        int nchunk = (N + DS_ROWS - 1) / DS_ROWS;
-        dim3 block(32, DS_PHASES);
-        /* Chunks along x, whose limit is 2^31 - 1 blocks (y's is 65535). */
-        if (sa_vec4(C, dx, dy, x))
-            ds_part_k<4><<<dim3((unsigned)nchunk, (unsigned)((C / 4 + 31) / 32)), block, 0,
-                           stream>>>(dx, (double *)work, dy, x, s, N, C, group);
-        else
-            ds_part_k<1><<<dim3((unsigned)nchunk, (unsigned)((C + 31) / 32)), block, 0,
-                           stream>>>(dx, (double *)work, dy, x, s, N, C, group);
-        ds_sum_k<<<C / group, ds_sum_threads(nchunk * group), 0, stream>>>(
-            ds, (const double *)work, nchunk, C, group);
+        ds_launch(dx, NULL, false, ds, dy, x, s, N, C, group, work, stream);
     } else if (dx) { /* dx += s dy alone is the forward with dy in place of x */
         scale_add_launch(dx, dy, s, N, C, group, stream);
     }
+    return cudaGetLastError();
+}
+
+cudaError_t gk_cu_scale_bwd_set(float *dx, gk_bf16 *dxb, float *ds, const float *dy,
+                                const float *x, const float *s, int N, int C, int group,
+                                void *work, cudaStream_t stream)
+{
+    if (!ds)
+        return cudaErrorInvalidValue;
+    if (N > 0)
+        ds_launch(dx, dxb, true, ds, dy, x, s, N, C, group, work, stream);
     return cudaGetLastError();
 }
 

@@ -26,6 +26,8 @@
 #include <cuda_runtime_api.h>
 #include <stddef.h>
 
+#include "gemm.h" /* gk_bf16 */
+
 /* ops.h has no extern "C" of its own: included from C++ (nvcc), its
  * declarations must still name the C functions of lib/ops.c. */
 #ifdef __cplusplus
@@ -50,9 +52,10 @@ cudaError_t gk_cu_embed_bwd(float *dwte, const float *dy, const int *tokens, int
 /* RMSNorm without weight, as gk_rmsnorm_fwd_f32 / gk_rmsnorm_bwd_f32: a
  * group of lanes of one warp per row (the row held in registers, several
  * rows a block), the sum of squares (and of dy y) in double by a fixed
- * shuffle tree. y may alias x; rstd [N] may be NULL in the forward. */
-cudaError_t gk_cu_rmsnorm_fwd(float *y, float *rstd, const float *x, int N, int C,
-                              double eps, cudaStream_t stream);
+ * shuffle tree. y may alias x; rstd [N] may be NULL in the forward; yb, when
+ * not NULL, also receives y rounded to bf16 (what a product reads next). */
+cudaError_t gk_cu_rmsnorm_fwd(float *y, gk_bf16 *yb, float *rstd, const float *x, int N,
+                              int C, double eps, cudaStream_t stream);
 cudaError_t gk_cu_rmsnorm_bwd(float *dx, const float *dy, const float *y, const float *rstd,
                               int N, int C, cudaStream_t stream);
 
@@ -65,11 +68,15 @@ cudaError_t gk_cu_rope_bwd(float *dx, const float *dy, const float *cos, const f
                            int B, int T, int H, int D, int rope_dims, cudaStream_t stream);
 
 /* Feed-forward activation, as gk_act_fwd_f32 / gk_act_bwd_f32 (x [N,2F] for
- * swiglu, gate first). */
-cudaError_t gk_cu_act_fwd(float *y, const float *x, int N, int F, gk_act act,
+ * swiglu, gate first). The forward writes y in fp32 and/or in bf16 into yb
+ * (either may be NULL; the bf16 is the round-to-nearest of the fp32). The
+ * backward adds into dx (fp32) when dxb is NULL; otherwise it writes
+ * f'(x) dy, rounded to bf16, into dxb (what the product before it reads),
+ * and dx is not used. */
+cudaError_t gk_cu_act_fwd(float *y, gk_bf16 *yb, const float *x, int N, int F, gk_act act,
                           cudaStream_t stream);
-cudaError_t gk_cu_act_bwd(float *dx, const float *dy, const float *x, int N, int F,
-                          gk_act act, cudaStream_t stream);
+cudaError_t gk_cu_act_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float *x, int N,
+                          int F, gk_act act, cudaStream_t stream);
 
 /* Softcapped cross-entropy, forward and backward fused, as gk_softcap_ce_f32:
  * one block per row. losses [N] (required) receives each row's loss in
@@ -95,6 +102,15 @@ size_t gk_cu_scale_add_bwd_workspace(int N, int C);
 cudaError_t gk_cu_scale_add_bwd(float *dx, float *ds, const float *dy, const float *x,
                                 const float *s, int N, int C, int group, void *work,
                                 cudaStream_t stream);
+
+/* The backward of a scale-add into zeros (y = s x written, not added: a
+ * residual branch, q_gain): d(x) = s dy WRITTEN as fp32 into dx and/or as
+ * bf16 into dxb (either may be NULL; the bf16 is the round-to-nearest of the
+ * fp32), ds[j] += as gk_cu_scale_add_bwd, all in ds's one pass over dy and
+ * x. ds is required (cudaErrorInvalidValue without it). */
+cudaError_t gk_cu_scale_bwd_set(float *dx, gk_bf16 *dxb, float *ds, const float *dy,
+                                const float *x, const float *s, int N, int C, int group,
+                                void *work, cudaStream_t stream);
 
 /* One Adam step over a flat buffer of n parameters at step t (1-based), as
  * lib/optim.c's adam_tensor (torch's fused Adam): m, v updated and stored in

@@ -41,7 +41,7 @@ extern "C" {
 typedef struct {
     const float *xin;
     float *ln1, *rstd1, *qn, *rstdq, *kn, *rstdk, *qr, *kr, *v, *qg, *att, *lse, *ay;
-    float *ln2, *rstd2, *hpre, *hact, *my, *xout;
+    float *ln2, *rstd2, *hpre, *my, *xout;
     gk_bf16 *ln1_b, *att_b, *ln2_b, *hact_b;
     gk_bf16 *qg_b, *kr_b, *v_b; /* what the tensor-core attention reads */
 } block_acts;
@@ -67,7 +67,7 @@ struct gk_gpu {
     gk_bf16 *xf_b, *dz_b;
     double *losses, *mean, *step_loss;
     /* backward scratch, shared by the blocks */
-    float *dres, *dres2, *dx0, *dA, *dln, *datt, *dq1, *dq2, *dk1, *dk2, *dv, *dhact, *dhpre;
+    float *dres, *dres2, *dx0, *dA, *dln, *datt, *dq1, *dq2, *dk1, *dk2, *dv, *dhact;
     gk_bf16 *dA_b, *dq_b, *dk_b, *dv_b, *dh_b, *datt_b;
     void *work;                   /* the largest of the kernels' workspaces */
     size_t work_bytes;
@@ -125,7 +125,7 @@ static void carve_all(gk_gpu *g, carver *c, int train)
         a->v_b = carve_b(c, g->tc ? N * KVD : 0);
         a->ay = carve_f(c, N * C);
         a->ln2 = carve_f(c, N * C), a->rstd2 = carve_f(c, N), a->ln2_b = carve_b(c, N * C);
-        a->hpre = carve_f(c, N * FR), a->hact = carve_f(c, N * F), a->hact_b = carve_b(c, N * F);
+        a->hpre = carve_f(c, N * FR), a->hact_b = carve_b(c, N * F);
         a->my = carve_f(c, N * C), a->xout = carve_f(c, N * C);
     }
     for (int i = 0; i < l->n_skip; i++)
@@ -154,7 +154,7 @@ static void carve_all(gk_gpu *g, carver *c, int train)
     g->dA = carve_f(c, N * C), g->dln = carve_f(c, N * C), g->datt = carve_f(c, N * C);
     g->dq1 = carve_f(c, N * C), g->dq2 = carve_f(c, N * C);
     g->dk1 = carve_f(c, N * KVD), g->dk2 = carve_f(c, N * KVD), g->dv = carve_f(c, N * KVD);
-    g->dhact = carve_f(c, N * F), g->dhpre = carve_f(c, N * FR);
+    g->dhact = carve_f(c, N * F);
     g->dA_b = carve_b(c, N * C), g->dq_b = carve_b(c, N * C);
     g->dk_b = carve_b(c, N * KVD), g->dv_b = carve_b(c, N * KVD);
     g->dh_b = carve_b(c, N * FR), g->datt_b = carve_b(c, g->tc ? N * C : 0);
@@ -385,8 +385,7 @@ static void ffn_fwd(gk_gpu *g, block_acts *a, int b, int N)
     }
     gk_gemm_linear_fwd(&g->gemm, a->hpre, GK_OUT_F32, a->ln2_b, W(g, b, GK_BLK_FC), N, g->C,
                        g->FR, 0);
-    GK_CU(gk_cu_act_fwd(a->hact, a->hpre, N, g->F, g->act, g->stream));
-    to_bf16(g, a->hact_b, a->hact, (size_t)N * g->F);
+    GK_CU(gk_cu_act_fwd(NULL, a->hact_b, a->hpre, N, g->F, g->act, g->stream));
     gk_gemm_linear_fwd(&g->gemm, a->my, GK_OUT_F32, a->hact_b, W(g, b, GK_BLK_MLP_PROJ), N,
                        g->F, g->C, 0);
 }
@@ -400,8 +399,7 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
     const float *mix = P(g, b, GK_BLK_RESID_MIX);
     mix_kernel<<<gk_cu_grid(NC, 256), 256, 0, s>>>(x, a->xin, g->x0, mix, NC, C);
     GK_CU(cudaGetLastError());
-    GK_CU(gk_cu_rmsnorm_fwd(a->ln1, a->rstd1, x, N, C, GK_RMSNORM_EPS, s));
-    to_bf16(g, a->ln1_b, a->ln1, NC);
+    GK_CU(gk_cu_rmsnorm_fwd(a->ln1, a->ln1_b, a->rstd1, x, N, C, GK_RMSNORM_EPS, s));
     gk_gemm_linear_fwd(&g->gemm, a->qn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_Q), N, C, C, 0);
     gk_gemm_linear_fwd(&g->gemm, a->kn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_K), N, C, KVD, 0);
     if (g->tc) /* v feeds the attention alone, in bf16 */
@@ -410,8 +408,8 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
     else
         gk_gemm_linear_fwd(&g->gemm, a->v, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_V), N, C,
                            KVD, 0);
-    GK_CU(gk_cu_rmsnorm_fwd(a->qn, a->rstdq, a->qn, N * H, D, GK_RMSNORM_EPS, s));
-    GK_CU(gk_cu_rmsnorm_fwd(a->kn, a->rstdk, a->kn, N * KV, D, GK_RMSNORM_EPS, s));
+    GK_CU(gk_cu_rmsnorm_fwd(a->qn, NULL, a->rstdq, a->qn, N * H, D, GK_RMSNORM_EPS, s));
+    GK_CU(gk_cu_rmsnorm_fwd(a->kn, NULL, a->rstdk, a->kn, N * KV, D, GK_RMSNORM_EPS, s));
     GK_CU(gk_cu_rope_fwd(a->qr, a->qn, g->cos, g->sin, B, T, H, D, g->R, s));
     GK_CU(gk_cu_rope_fwd(a->kr, a->kn, g->cos, g->sin, B, T, KV, D, g->R, s));
     /* q times q_gain: what the attention reads, in its type */
@@ -428,8 +426,7 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
     gk_gemm_linear_fwd(&g->gemm, a->ay, GK_OUT_F32, a->att_b, W(g, b, GK_BLK_ATTN_PROJ), N, C,
                        C, 0);
     GK_CU(gk_cu_scale_add_fwd(x, a->ay, P(g, b, GK_BLK_ATTN_SCALE), N, C, 1, s));
-    GK_CU(gk_cu_rmsnorm_fwd(a->ln2, a->rstd2, x, N, C, GK_RMSNORM_EPS, s));
-    to_bf16(g, a->ln2_b, a->ln2, NC);
+    GK_CU(gk_cu_rmsnorm_fwd(a->ln2, a->ln2_b, a->rstd2, x, N, C, GK_RMSNORM_EPS, s));
     ffn_fwd(g, a, b, N);
     GK_CU(gk_cu_scale_add_fwd(x, a->my, P(g, b, GK_BLK_MLP_SCALE), N, C, 1, s));
 }
@@ -454,7 +451,7 @@ static void forward(gk_gpu *g, int B, const int *tokens, const int *targets)
                           s));
     const float *wte = g->params + l->params[l->tok_emb].offset;
     GK_CU(gk_cu_embed_fwd(g->x0, wte, g->tokens, N, C, s));
-    GK_CU(gk_cu_rmsnorm_fwd(g->x0, g->rstd0, g->x0, N, C, GK_RMSNORM_EPS, s));
+    GK_CU(gk_cu_rmsnorm_fwd(g->x0, NULL, g->rstd0, g->x0, N, C, GK_RMSNORM_EPS, s));
     const float *x = g->x0;
     for (int b = 0; b < g->L; b++) {
         int j = skip_source(g, b);
@@ -471,8 +468,7 @@ static void forward(gk_gpu *g, int B, const int *tokens, const int *targets)
         block_fwd(g, &g->blk[b], b, B);
         x = g->blk[b].xout;
     }
-    GK_CU(gk_cu_rmsnorm_fwd(g->xf, g->rstdf, x, N, C, GK_RMSNORM_EPS, s));
-    to_bf16(g, g->xf_b, g->xf, NC);
+    GK_CU(gk_cu_rmsnorm_fwd(g->xf, g->xf_b, g->rstdf, x, N, C, GK_RMSNORM_EPS, s));
     const gk_param *hp = &l->params[l->lm_head >= 0 ? l->lm_head : l->tok_emb];
     gk_gemm_linear_fwd(&g->gemm, g->logits, GK_OUT_F32, g->xf_b, g->wbf + hp->offset, N, C,
                        g->V, 0);
@@ -520,10 +516,9 @@ static void ffn_bwd(gk_gpu *g, block_acts *a, int b, int N)
     }
     linear_bwd(g, g->dhact, 0, G(g, b, GK_BLK_MLP_PROJ), g->dA_b, NULL, a->hact_b,
                W(g, b, GK_BLK_MLP_PROJ), N, g->F, g->C, 0);
-    zero(g, g->dhpre, (size_t)N * g->FR * sizeof(float));
-    GK_CU(gk_cu_act_bwd(g->dhpre, g->dhact, a->hpre, N, g->F, g->act, g->stream));
-    linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_FC), g->dh_b, g->dhpre, a->ln2_b,
-               W(g, b, GK_BLK_FC), N, g->C, g->FR, 1);
+    GK_CU(gk_cu_act_bwd(NULL, g->dh_b, g->dhact, a->hpre, N, g->F, g->act, g->stream));
+    linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_FC), g->dh_b, NULL, a->ln2_b, W(g, b, GK_BLK_FC), N,
+               g->C, g->FR, 0);
 }
 
 /* Gradient of block_fwd: g->dres holds d(xout) on entry and d(xin) on exit;
@@ -536,15 +531,13 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
     void *w = g->work;
     /* x += mlp_scale * my: d(my) = mlp_scale d(x), in bf16 for the dense
      * MLP's products (fp32 for the mixture's own kernels), and d(mlp_scale) */
-    GK_CU(gk_cu_scale_add_bwd(NULL, G(g, b, GK_BLK_MLP_SCALE), g->dres, a->my,
-                              P(g, b, GK_BLK_MLP_SCALE), N, C, 1, w, s));
-    scale(g, g->moe ? g->dA : NULL, g->moe ? NULL : g->dA_b, g->dres, P(g, b, GK_BLK_MLP_SCALE),
-          NC, C, 1);
+    GK_CU(gk_cu_scale_bwd_set(g->moe ? g->dA : NULL, g->moe ? NULL : g->dA_b,
+                              G(g, b, GK_BLK_MLP_SCALE), g->dres, a->my, P(g, b, GK_BLK_MLP_SCALE),
+                              N, C, 1, w, s));
     ffn_bwd(g, a, b, N);
     GK_CU(gk_cu_rmsnorm_bwd(g->dres, g->dln, a->ln2, a->rstd2, N, C, s));
-    GK_CU(gk_cu_scale_add_bwd(NULL, G(g, b, GK_BLK_ATTN_SCALE), g->dres, a->ay,
+    GK_CU(gk_cu_scale_bwd_set(NULL, g->dA_b, G(g, b, GK_BLK_ATTN_SCALE), g->dres, a->ay,
                               P(g, b, GK_BLK_ATTN_SCALE), N, C, 1, w, s));
-    scale(g, NULL, g->dA_b, g->dres, P(g, b, GK_BLK_ATTN_SCALE), NC, C, 1);
     linear_bwd(g, g->datt, 0, G(g, b, GK_BLK_ATTN_PROJ), g->dA_b, NULL, a->att_b,
                W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
     if (g->tc) { /* overwrites dq, dk, dv */
@@ -558,9 +551,8 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
         GK_CU(gk_cu_attention_bwd(g->dq1, g->dk1, g->dv, g->datt, a->att, a->lse, a->qg, a->kr,
                                   a->v, B, T, H, KV, D, w, s));
     }
-    GK_CU(gk_cu_scale_add_bwd(NULL, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qr,
+    GK_CU(gk_cu_scale_bwd_set(g->dq2, NULL, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qr,
                               P(g, b, GK_BLK_Q_GAIN), N, C, D, w, s));
-    scale(g, g->dq2, NULL, g->dq1, P(g, b, GK_BLK_Q_GAIN), NC, C, D);
     zero(g, g->dq1, NC * sizeof(float));
     GK_CU(gk_cu_rope_bwd(g->dq1, g->dq2, g->cos, g->sin, B, T, H, D, g->R, s));
     zero(g, g->dq2, NC * sizeof(float));
