@@ -188,7 +188,7 @@ static void time_rmsnorm(gk_cu_arena *arena)
         time_it(shapes[s].fwd, 8.0 * n + 4.0 * N,
                 [&] { GK_CU(gk_cu_rmsnorm_fwd(y, NULL, r, x, N, C, GK_RMSNORM_EPS, 0)); });
         time_it(shapes[s].bwd, 16.0 * n + 4.0 * N,
-                [&] { GK_CU(gk_cu_rmsnorm_bwd(dx, x, y, r, N, C, 0)); });
+                [&] { GK_CU(gk_cu_rmsnorm_bwd(dx, NULL, x, y, r, N, C, 0)); });
         gk_cu_arena_reset(arena);
     }
 }
@@ -226,10 +226,22 @@ void gk_check_rmsnorm(gk_cu_arena *arena)
         float *d_dx = gk_check_up(arena, dx, n), *d_dy = gk_check_up(arena, dy, n);
         float *d_yc = gk_check_up(arena, y, n), *d_rc = gk_check_up(arena, rstd, (size_t)N);
         gk_rmsnorm_bwd_f32(dx, dy, y, rstd, N, C);
-        GK_CU(gk_cu_rmsnorm_bwd(d_dx, d_dy, d_yc, d_rc, N, C, 0));
+        GK_CU(gk_cu_rmsnorm_bwd(d_dx, NULL, d_dy, d_yc, d_rc, N, C, 0));
         double e = err_of(d_dx, dx, n);
         GK_OK(e <= bound, "rmsnorm bwd (+=), N %d C %d: max rel err %.3g (bound %g)", N, C, e,
               bound);
+        /* Written as bf16: the CPU's gradient into zeros, rounded; one bf16
+         * rounding (2^-8 relative) on top of the bound. */
+        float *dxz = (float *)gk_check_xalloc(n * 4);
+        gk_bf16 *d_dxb = (gk_bf16 *)gk_check_poisoned(arena, n * 2);
+        gk_rmsnorm_bwd_f32(dxz, dy, y, rstd, N, C);
+        GK_CU(gk_cu_rmsnorm_bwd(NULL, d_dxb, d_dy, d_yc, d_rc, N, C, 0));
+        gk_check_round_bf16(dxz, n);
+        float *gotb = gk_check_download(d_dxb, n, GK_OUT_BF16);
+        e = gk_check_rel_err(gotb, dxz, n);
+        GK_OK(e <= bound + 1.0 / 256, "rmsnorm bwd written as bf16, N %d C %d: max rel err %.3g "
+              "(bound %g)", N, C, e, bound + 1.0 / 256);
+        free(dxz), free(gotb);
         free(x), free(dy), free(dx), free(y), free(rstd);
     }
     time_rmsnorm(arena);
@@ -247,7 +259,7 @@ static void time_rope(gk_cu_arena *arena)
     time_it("rope fwd [65536*8,64]", 8.0 * n,
             [&] { GK_CU(gk_cu_rope_fwd(y, x, cs, sn, B, T, H, D, D, 0)); });
     time_it("rope bwd [65536*8,64]", 12.0 * n,
-            [&] { GK_CU(gk_cu_rope_bwd(y, x, cs, sn, B, T, H, D, D, 0)); });
+            [&] { GK_CU(gk_cu_rope_bwd(y, x, cs, sn, B, T, H, D, D, 0, 0)); });
 }
 
 void gk_check_rope(gk_cu_arena *arena)
@@ -279,10 +291,19 @@ void gk_check_rope(gk_cu_arena *arena)
 
         float *d_dx = gk_check_up(arena, dx, n), *d_dy = gk_check_up(arena, dy, n);
         gk_rope_bwd_f32(dx, dy, cs, sn, B, T, H, D, r);
-        GK_CU(gk_cu_rope_bwd(d_dx, d_dy, d_cs, d_sn, B, T, H, D, r, 0));
+        GK_CU(gk_cu_rope_bwd(d_dx, d_dy, d_cs, d_sn, B, T, H, D, r, 0, 0));
         e = err_of(d_dx, dx, n);
         GK_OK(e == 0, "rope bwd (+=), B %d T %d H %d D %d rope_dims %d: max rel err %.3g "
                       "(bound 0)", B, T, H, D, r, e);
+        /* Written: the CPU's gradient into zeros, from a poisoned start. */
+        float *dxz = (float *)gk_check_xalloc(n * 4);
+        float *d_dxs = (float *)gk_check_poisoned(arena, n * 4);
+        gk_rope_bwd_f32(dxz, dy, cs, sn, B, T, H, D, r);
+        GK_CU(gk_cu_rope_bwd(d_dxs, d_dy, d_cs, d_sn, B, T, H, D, r, 1, 0));
+        e = err_of(d_dxs, dxz, n);
+        GK_OK(e == 0, "rope bwd written, B %d T %d H %d D %d rope_dims %d: max rel err %.3g "
+                      "(bound 0)", B, T, H, D, r, e);
+        free(dxz);
         free(cs), free(sn), free(x), free(dy), free(dx), free(y);
     }
     time_rope(arena);

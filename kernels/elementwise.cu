@@ -355,8 +355,8 @@ __global__ void __launch_bounds__(THREADS)
  * are read once into registers. */
 template <int VEC, int G, int PER>
 __global__ void __launch_bounds__(THREADS)
-    rmsnorm_bwd_k(float *dx, const float *dy, const float *y, const float *rstd, size_t N,
-                  int C, bool wide)
+    rmsnorm_bwd_k(float *dx, gk_bf16 *dxb, const float *dy, const float *y, const float *rstd,
+                  size_t N, int C, bool wide)
 {
     int lane = threadIdx.x & (G - 1);
     size_t row = ((size_t)blockIdx.x * THREADS + threadIdx.x) / G;
@@ -373,7 +373,7 @@ __global__ void __launch_bounds__(THREADS)
             bool on = live && c < C;
             g[k] = on ? vload<VEC>(dy + off + c, wide) : fvec<VEC>{};
             yv[k] = on ? vload<VEC>(y + off + c, wide) : fvec<VEC>{};
-            d[k] = on ? vload<VEC>(dx + off + c, wide) : fvec<VEC>{};
+            d[k] = on && !dxb ? vload<VEC>(dx + off + c, wide) : fvec<VEC>{};
 #pragma unroll
             for (int e = 0; e < VEC; e++)
                 acc += (double)g[k].v[e] * yv[k].v[e];
@@ -387,7 +387,10 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
                 for (int e = 0; e < VEC; e++)
                     d[k].v[e] = RMS_BWD(d[k].v[e], g[k].v[e], yv[k].v[e], m, r);
-                vstore<VEC>(dx + off + c, d[k], wide);
+                if (dxb)
+                    bstore<VEC>(dxb + off + c, d[k], wide);
+                else
+                    vstore<VEC>(dx + off + c, d[k], wide);
             }
         }
     } else {
@@ -401,11 +404,14 @@ __global__ void __launch_bounds__(THREADS)
         float m = (float)(acc / C), r = live ? rstd[row] : 0;
         for (int c = lane * VEC; live && c < C; c += G * VEC) {
             fvec<VEC> g = vload<VEC>(dy + off + c, wide), yv = vload<VEC>(y + off + c, wide);
-            fvec<VEC> d = vload<VEC>(dx + off + c, wide);
+            fvec<VEC> d = dxb ? fvec<VEC>{} : vload<VEC>(dx + off + c, wide);
 #pragma unroll
             for (int e = 0; e < VEC; e++)
                 d.v[e] = RMS_BWD(d.v[e], g.v[e], yv.v[e], m, r);
-            vstore<VEC>(dx + off + c, d, wide);
+            if (dxb)
+                bstore<VEC>(dxb + off + c, d, wide);
+            else
+                vstore<VEC>(dx + off + c, d, wide);
         }
     }
 #undef RMS_BWD
@@ -464,13 +470,14 @@ cudaError_t gk_cu_rmsnorm_fwd(float *y, gk_bf16 *yb, float *rstd, const float *x
     return cudaGetLastError();
 }
 
-cudaError_t gk_cu_rmsnorm_bwd(float *dx, const float *dy, const float *y, const float *rstd,
-                              int N, int C, cudaStream_t stream)
+cudaError_t gk_cu_rmsnorm_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float *y,
+                              const float *rstd, int N, int C, cudaStream_t stream)
 {
     if (N > 0) {
         row_shape rs = row_shape_of(C);
+        bool wide = al16(dxb ? y : dx) && al16(dy) && al16(y) && (uintptr_t)dxb % 8 == 0;
         pick_rows<rms_bwd>(rs)<<<rows_grid((size_t)N, rs), THREADS, 0, stream>>>(
-            dx, dy, y, rstd, (size_t)N, C, al16(dx) && al16(dy) && al16(y));
+            dx, dxb, dy, y, rstd, (size_t)N, C, wide);
     }
     return cudaGetLastError();
 }
@@ -515,7 +522,7 @@ __global__ void rope_fwd_k(float *y, const float *x, const float *cos_t, const f
 
 template <int VEC>
 __global__ void rope_bwd_k(float *dx, const float *dy, const float *cos_t, const float *sin_t,
-                           size_t rows, int T, int H, int D, int rope_dims)
+                           size_t rows, int T, int H, int D, int rope_dims, bool set)
 {
     int half = rope_dims / 2, per = (half + D - rope_dims) / VEC;
     GK_GRID_STRIDE(i, rows * per)
@@ -528,7 +535,8 @@ __global__ void rope_bwd_k(float *dx, const float *dy, const float *cos_t, const
             size_t tj = (size_t)(row / H % T) * half + j;
             fvec<VEC> c = vload<VEC>(cos_t + tj), s = vload<VEC>(sin_t + tj);
             fvec<VEC> d1 = vload<VEC>(dyr + j), d2 = vload<VEC>(dyr + j + half);
-            fvec<VEC> a = vload<VEC>(dxr + j), b = vload<VEC>(dxr + j + half);
+            fvec<VEC> a = set ? fvec<VEC>{} : vload<VEC>(dxr + j);
+            fvec<VEC> b = set ? fvec<VEC>{} : vload<VEC>(dxr + j + half);
 #pragma unroll
             for (int e = 0; e < VEC; e++) {
                 a.v[e] = __fadd_rn(a.v[e], __fsub_rn(__fmul_rn(d1.v[e], c.v[e]),
@@ -540,7 +548,7 @@ __global__ void rope_bwd_k(float *dx, const float *dy, const float *cos_t, const
             vstore<VEC>(dxr + j + half, b);
         } else {
             int d = rope_dims + (j - half);
-            fvec<VEC> a = vload<VEC>(dxr + d), g = vload<VEC>(dyr + d);
+            fvec<VEC> a = set ? fvec<VEC>{} : vload<VEC>(dxr + d), g = vload<VEC>(dyr + d);
 #pragma unroll
             for (int e = 0; e < VEC; e++)
                 a.v[e] += g.v[e];
@@ -569,15 +577,16 @@ cudaError_t gk_cu_rope_fwd(float *y, const float *x, const float *cos, const flo
 }
 
 cudaError_t gk_cu_rope_bwd(float *dx, const float *dy, const float *cos, const float *sin,
-                           int B, int T, int H, int D, int rope_dims, cudaStream_t stream)
+                           int B, int T, int H, int D, int rope_dims, int set,
+                           cudaStream_t stream)
 {
     size_t rows = (size_t)B * T * H, items = rows * (rope_dims / 2 + D - rope_dims);
     if (rope_vec4(D, rope_dims, dx, dy, cos, sin))
         rope_bwd_k<4><<<gk_cu_grid(items / 4, THREADS), THREADS, 0, stream>>>(
-            dx, dy, cos, sin, rows, T, H, D, rope_dims);
+            dx, dy, cos, sin, rows, T, H, D, rope_dims, set != 0);
     else
-        rope_bwd_k<1><<<gk_cu_grid(items, THREADS), THREADS, 0, stream>>>(dx, dy, cos, sin, rows, T,
-                                                                          H, D, rope_dims);
+        rope_bwd_k<1><<<gk_cu_grid(items, THREADS), THREADS, 0, stream>>>(
+            dx, dy, cos, sin, rows, T, H, D, rope_dims, set != 0);
     return cudaGetLastError();
 }
 

@@ -53,19 +53,23 @@ cudaError_t gk_cu_embed_bwd(float *dwte, const float *dy, const int *tokens, int
  * group of lanes of one warp per row (the row held in registers, several
  * rows a block), the sum of squares (and of dy y) in double by a fixed
  * shuffle tree. y may alias x; rstd [N] may be NULL in the forward; yb, when
- * not NULL, also receives y rounded to bf16 (what a product reads next). */
+ * not NULL, also receives y rounded to bf16 (what a product reads next). The
+ * backward adds into dx when dxb is NULL; otherwise it writes its gradient,
+ * rounded to bf16, into dxb (dx not used). */
 cudaError_t gk_cu_rmsnorm_fwd(float *y, gk_bf16 *yb, float *rstd, const float *x, int N,
                               int C, double eps, cudaStream_t stream);
-cudaError_t gk_cu_rmsnorm_bwd(float *dx, const float *dy, const float *y, const float *rstd,
-                              int N, int C, cudaStream_t stream);
+cudaError_t gk_cu_rmsnorm_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float *y,
+                              const float *rstd, int N, int C, cudaStream_t stream);
 
 /* Rotary embedding, half-split with partial rope_dims, as gk_rope_fwd_f32 /
  * gk_rope_bwd_f32, on the tables of gk_rope_table_f32 (copied to the device).
- * y may alias x; dx must not alias dy. */
+ * y may alias x; dx must not alias dy. The backward adds into dx, or, with
+ * SET, writes it (no clear needed first). */
 cudaError_t gk_cu_rope_fwd(float *y, const float *x, const float *cos, const float *sin,
                            int B, int T, int H, int D, int rope_dims, cudaStream_t stream);
 cudaError_t gk_cu_rope_bwd(float *dx, const float *dy, const float *cos, const float *sin,
-                           int B, int T, int H, int D, int rope_dims, cudaStream_t stream);
+                           int B, int T, int H, int D, int rope_dims, int set,
+                           cudaStream_t stream);
 
 /* Feed-forward activation, as gk_act_fwd_f32 / gk_act_bwd_f32 (x [N,2F] for
  * swiglu, gate first). The forward writes y in fp32 and/or in bf16 into yb

@@ -151,7 +151,8 @@ static void carve_all(gk_gpu *g, carver *c, int train)
         g->dskip[i] = carve_f(c, N * C);
     g->dz_b = carve_b(c, N * g->V);
     g->dres = carve_f(c, N * C), g->dres2 = carve_f(c, N * C), g->dx0 = carve_f(c, N * C);
-    g->dA = carve_f(c, N * C), g->dln = carve_f(c, N * C), g->datt = carve_f(c, N * C);
+    g->dA = carve_f(c, l->moe ? N * C : 0), g->dln = carve_f(c, N * C);
+    g->datt = carve_f(c, g->tc ? 0 : N * C);
     g->dq1 = carve_f(c, N * C), g->dq2 = carve_f(c, N * C);
     g->dk1 = carve_f(c, N * KVD), g->dk2 = carve_f(c, N * KVD), g->dv = carve_f(c, N * KVD);
     g->dhact = carve_f(c, N * F);
@@ -504,7 +505,8 @@ static void linear_bwd(gk_gpu *g, float *dx, int acc, float *dw, gk_bf16 *dyb, c
     gk_gemm_linear_bwd_dw(&g->gemm, dw, GK_OUT_F32, dyb, x, N, in, out, 1);
 }
 
-/* Gradient of ffn_fwd: g->dA holds d(my); writes d(ln2) into g->dln. */
+/* Gradient of ffn_fwd: d(my) is in g->dA (fp32, the mixture) or g->dA_b (bf16,
+ * the dense MLP); writes d(ln2) into g->dln. */
 static void ffn_bwd(gk_gpu *g, block_acts *a, int b, int N)
 {
     size_t NC = (size_t)N * g->C;
@@ -535,16 +537,19 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
                               G(g, b, GK_BLK_MLP_SCALE), g->dres, a->my, P(g, b, GK_BLK_MLP_SCALE),
                               N, C, 1, w, s));
     ffn_bwd(g, a, b, N);
-    GK_CU(gk_cu_rmsnorm_bwd(g->dres, g->dln, a->ln2, a->rstd2, N, C, s));
+    GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, a->ln2, a->rstd2, N, C, s));
     GK_CU(gk_cu_scale_bwd_set(NULL, g->dA_b, G(g, b, GK_BLK_ATTN_SCALE), g->dres, a->ay,
                               P(g, b, GK_BLK_ATTN_SCALE), N, C, 1, w, s));
-    linear_bwd(g, g->datt, 0, G(g, b, GK_BLK_ATTN_PROJ), g->dA_b, NULL, a->att_b,
-               W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
-    if (g->tc) { /* overwrites dq, dk, dv */
-        to_bf16(g, g->datt_b, g->datt, NC);
+    if (g->tc) { /* d(att) in the bf16 the attention reads; it overwrites dq, dk, dv */
+        gk_gemm_linear_bwd_dx(&g->gemm, g->datt_b, GK_OUT_BF16, g->dA_b,
+                              W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
+        gk_gemm_linear_bwd_dw(&g->gemm, G(g, b, GK_BLK_ATTN_PROJ), GK_OUT_F32, g->dA_b, a->att_b,
+                              N, C, C, 1);
         GK_CU(gk_cu_attention_tc_bwd(g->dq1, g->dk1, g->dv, g->datt_b, a->att_b, a->lse,
                                      a->qg_b, a->kr_b, a->v_b, B, T, H, KV, D, w, s));
     } else {
+        linear_bwd(g, g->datt, 0, G(g, b, GK_BLK_ATTN_PROJ), g->dA_b, NULL, a->att_b,
+                   W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
         zero(g, g->dq1, NC * sizeof(float));
         zero(g, g->dk1, NKVD * sizeof(float));
         zero(g, g->dv, NKVD * sizeof(float));
@@ -553,25 +558,22 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
     }
     GK_CU(gk_cu_scale_bwd_set(g->dq2, NULL, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qr,
                               P(g, b, GK_BLK_Q_GAIN), N, C, D, w, s));
-    zero(g, g->dq1, NC * sizeof(float));
-    GK_CU(gk_cu_rope_bwd(g->dq1, g->dq2, g->cos, g->sin, B, T, H, D, g->R, s));
-    zero(g, g->dq2, NC * sizeof(float));
-    GK_CU(gk_cu_rmsnorm_bwd(g->dq2, g->dq1, a->qn, a->rstdq, N * H, D, s));
-    zero(g, g->dk2, NKVD * sizeof(float));
-    GK_CU(gk_cu_rope_bwd(g->dk2, g->dk1, g->cos, g->sin, B, T, KV, D, g->R, s));
-    zero(g, g->dk1, NKVD * sizeof(float));
-    GK_CU(gk_cu_rmsnorm_bwd(g->dk1, g->dk2, a->kn, a->rstdk, N * KV, D, s));
-    linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_C_Q), g->dq_b, g->dq2, a->ln1_b,
-               W(g, b, GK_BLK_C_Q), N, C, C, 1);
-    linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_K), g->dk_b, g->dk1, a->ln1_b,
-               W(g, b, GK_BLK_C_K), N, C, KVD, 1);
+    /* rotary and the QK norms back, each written (not added) by its kernel;
+     * the norms write the bf16 that c_q's and c_k's products read */
+    GK_CU(gk_cu_rope_bwd(g->dq1, g->dq2, g->cos, g->sin, B, T, H, D, g->R, 1, s));
+    GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dq_b, g->dq1, a->qn, a->rstdq, N * H, D, s));
+    GK_CU(gk_cu_rope_bwd(g->dk2, g->dk1, g->cos, g->sin, B, T, KV, D, g->R, 1, s));
+    GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dk_b, g->dk2, a->kn, a->rstdk, N * KV, D, s));
+    linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_C_Q), g->dq_b, NULL, a->ln1_b, W(g, b, GK_BLK_C_Q),
+               N, C, C, 0);
+    linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_K), g->dk_b, NULL, a->ln1_b, W(g, b, GK_BLK_C_K),
+               N, C, KVD, 0);
     linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_V), g->dv_b, g->dv, a->ln1_b,
                W(g, b, GK_BLK_C_V), N, C, KVD, 1);
-    GK_CU(gk_cu_rmsnorm_bwd(g->dres, g->dln, a->ln1, a->rstd1, N, C, s));
+    GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, a->ln1, a->rstd1, N, C, s));
     const float *mix = P(g, b, GK_BLK_RESID_MIX);
     float *gmix = G(g, b, GK_BLK_RESID_MIX);
-    zero(g, g->dres2, NC * sizeof(float));
-    GK_CU(gk_cu_scale_add_bwd(g->dres2, gmix, g->dres, a->xin, mix, N, C, 1, w, s));
+    GK_CU(gk_cu_scale_bwd_set(g->dres2, NULL, gmix, g->dres, a->xin, mix, N, C, 1, w, s));
     GK_CU(gk_cu_scale_add_bwd(g->dx0, gmix + C, g->dres, g->x0, mix + C, N, C, 1, w, s));
     float *t = g->dres;
     g->dres = g->dres2, g->dres2 = t;
@@ -601,7 +603,7 @@ void gk_gpu_fwd_bwd(gk_gpu *g, int B, const int *tokens, const int *targets, dou
     linear_bwd(g, g->dln, 0, g->grads + hp->offset, g->dz_b, g->logits, g->xf_b,
                g->wbf + hp->offset, N, C, g->V, 1);
     zero(g, g->dres, NC * sizeof(float));
-    GK_CU(gk_cu_rmsnorm_bwd(g->dres, g->dln, g->xf, g->rstdf, N, C, s));
+    GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, g->xf, g->rstdf, N, C, s));
     zero(g, g->dx0, NC * sizeof(float));
     for (int i = 0; i < l->n_skip; i++)
         zero(g, g->dskip[i], NC * sizeof(float));
@@ -620,7 +622,7 @@ void gk_gpu_fwd_bwd(gk_gpu *g, int B, const int *tokens, const int *targets, dou
             add(g, g->dx0, g->dres, NC);
     }
     zero(g, g->dln, NC * sizeof(float));
-    GK_CU(gk_cu_rmsnorm_bwd(g->dln, g->dx0, g->x0, g->rstd0, N, C, s));
+    GK_CU(gk_cu_rmsnorm_bwd(g->dln, NULL, g->dx0, g->x0, g->rstd0, N, C, s));
     GK_CU(gk_cu_embed_bwd(g->grads + l->params[l->tok_emb].offset, g->dln, g->tokens, N, C,
                           g->V, g->work, s));
 }
