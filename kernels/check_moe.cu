@@ -48,7 +48,10 @@
  * cancels in dz = g (dg_k - sum g dg), but its sum over the tokens is floored
  * by its RMS; it measured under 0.5%). The loads, the parameters the backward
  * must not touch and the router bias step are exact (bound 0). A second GPU
- * run of the same inputs must repeat every output bit for bit (no atomics). */
+ * run of the same inputs must repeat every output bit for bit (no atomics).
+ *
+ * Last, a "# timing" line: the forward and the backward at golf-moe.json's
+ * shape on a training micro-batch (time_golf). */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -81,6 +84,23 @@ static int rand_int(int n)
 }
 
 enum { NTOK = 300 };
+
+/* The parameters of layout L: the initial ones of a random seed moved by
+ * N(0, 1/in) so that no path is dead (the projections start at zero), the
+ * buffers (router biases) N(0, 0.1^2). A new host array. */
+static float *random_params(const gk_layout *l)
+{
+    float *params = (float *)gk_check_xalloc(l->numel * sizeof *params);
+    gk_model_init_params(l, params, (uint64_t)rand_int(1 << 30) + 1);
+    for (int j = 0; j < l->n_params; j++) {
+        const gk_param *p = &l->params[j];
+        float *r = gk_check_randn(p->numel, p->group == GK_GROUP_BUFFER ? 0.1 : 1 / sqrt((double)p->shape[1]));
+        for (size_t i = 0; i < p->numel; i++)
+            params[p->offset + i] += r[i];
+        free(r);
+    }
+    return params;
+}
 
 /* Whether token row xr [C] has a near-tie at the top_k boundary of its
  * router keys, computed in double (see the file comment). */
@@ -128,15 +148,7 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
     size_t P = l.numel, NC = (size_t)N * C;
 
     /* parameters */
-    float *params = (float *)gk_check_xalloc(P * sizeof *params);
-    gk_model_init_params(&l, params, (uint64_t)rand_int(1 << 30) + 1);
-    for (int j = 0; j < l.n_params; j++) {
-        const gk_param *p = &l.params[j];
-        float *r = gk_check_randn(p->numel, p->group == GK_GROUP_BUFFER ? 0.1 : 1 / sqrt((double)p->shape[1]));
-        for (size_t i = 0; i < p->numel; i++)
-            params[p->offset + i] += r[i];
-        free(r);
-    }
+    float *params = random_params(&l);
     if (t->router_bias >= 0)
         params[l.params[t->router_bias].offset + (size_t)E - 1] = -10;
     if (router == GK_ROUTER_SOFTMAX) {
@@ -266,6 +278,61 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
     gk_layout_free(&l);
 }
 
+/* The time of one forward and of one backward at the shape of
+ * testdata/config/golf-moe.json (d_model 512, 8 routed experts and 1 shared,
+ * top_k 2 of a sigmoid_bias router, expert hidden 344, relu2) on a training
+ * micro-batch of N 65536 tokens: informational, a "# timing" line. The
+ * passes at this N need about 2.2 GB, past check_main.cu's 512 MiB arena
+ * (which holds the GEMM workspace and the cases above, and could not hold
+ * even N 16384: 0.55 GB), so the timing reserves an arena of its own for
+ * them, halving N until the device has the memory, and gives it back. One
+ * block of a 1-layer layout; dy is x (the same buffer) and dx is y, values
+ * that do not change what the passes do. */
+static void time_golf(gk_gemm *g)
+{
+    gk_config c;
+    gk_config_defaults(&c);
+    c.model.vocab = 64, c.model.n_layer = 1, c.model.d_model = 512;
+    c.model.activation = GK_ACT_RELU2;
+    c.moe.n_experts = 8, c.moe.n_shared = 1, c.moe.expert_hidden = 344, c.moe.top_k = 2;
+    c.moe.router = GK_ROUTER_SIGMOID_BIAS;
+    gk_config_check(&c, "check_moe");
+    gk_layout l;
+    gk_layout_init(&l, &c);
+    int N = 65536, C = c.model.d_model;
+    size_t P = l.numel, need = 0, free_b = 0, total_b = 0;
+    GK_CU(cudaMemGetInfo(&free_b, &total_b));
+    for (; N > 256; N /= 2) {
+        /* the pieces below, each rounded up to the arena's alignment */
+        need = gk_cu_moe_bytes(&l, N) + 2 * (size_t)N * C * sizeof(float) +
+               P * (2 * sizeof(float) + sizeof(gk_bf16)) + 8 * GK_CU_ALIGN;
+        if (need + ((size_t)256 << 20) <= free_b) /* leave cuBLASLt its headroom */
+            break;
+    }
+    gk_cu_arena a;
+    gk_cu_arena_reserve(&a, need);
+    float *params = random_params(&l), *x = gk_check_randn((size_t)N * C, 1.0);
+    float *d_params = gk_check_up(&a, params, P);
+    gk_bf16 *d_wbf = (gk_bf16 *)gk_check_upload(&a, params, P, GK_OUT_BF16);
+    float *d_x = gk_check_up(&a, x, (size_t)N * C);
+    float *d_y = (float *)gk_cu_arena_alloc(&a, (size_t)N * C * sizeof(float));
+    float *d_g = (float *)gk_cu_arena_alloc(&a, P * sizeof(float));
+    GK_CU(cudaMemset(d_g, 0, P * sizeof(float)));
+    long long *d_load = (long long *)gk_cu_arena_alloc(&a, (size_t)c.moe.n_experts * sizeof(long long));
+    GK_CU(cudaMemset(d_load, 0, (size_t)c.moe.n_experts * sizeof(long long)));
+    gk_cu_moe *m = gk_cu_moe_new(&l, 0, N, &a);
+    /* tokens NULL: only the token router reads them */
+    float fwd = gk_check_median_ms([&] { gk_cu_moe_fwd(m, g, d_y, d_x, d_params, d_wbf, NULL); });
+    float bwd = gk_check_median_ms([&] { gk_cu_moe_bwd(m, g, d_y, d_g, d_x, d_load); });
+    printf("# timing moe fwd %.3f ms, bwd %.3f ms (N %d C %d E %d S %d top_k %d hidden %d, "
+           "sigmoid_bias relu2; median of 9)\n", fwd, bwd, N, C, c.moe.n_experts,
+           c.moe.n_shared, c.moe.top_k, c.moe.expert_hidden);
+    gk_cu_moe_free(m);
+    gk_cu_arena_release(&a);
+    free(x), free(params);
+    gk_layout_free(&l);
+}
+
 void gk_check_moe(gk_cu_arena *arena)
 {
     gk_gemm g;
@@ -273,5 +340,6 @@ void gk_check_moe(gk_cu_arena *arena)
     check_case(arena, &g, GK_ROUTER_SIGMOID_BIAS, GK_ACT_RELU2, 1, "sigmoid_bias relu2");
     check_case(arena, &g, GK_ROUTER_SOFTMAX, GK_ACT_LEAKY_RELU2, 0, "softmax leaky_relu2");
     check_case(arena, &g, GK_ROUTER_TOKEN, GK_ACT_SWIGLU, 0, "token swiglu");
+    time_golf(&g);
     gk_gemm_destroy(&g);
 }
