@@ -11,6 +11,7 @@
 #   make bench-tok  tok-train/tok-encode against sentencepiece on GCIDE
 #   make bench-train-cpu  moe-train's CPU rate against this machine's sgemm
 #   make bench-train-cuda moe-train's GPU rate and MFU against PyTorch (GPU machine)
+#   make parity-cuda  moe-train's val loss against PyTorch's, within seed noise (GPU machine)
 #   make bench-pack artifact size and quantization tax on the record's model
 #
 # Objects go to build/rel (bin/), build/asan (build/asan/bin, the tests) and
@@ -52,7 +53,7 @@ DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
 VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
 
-.PHONY: all test deps deps-check bench-tok bench-train-cpu bench-train-cuda bench-pack record \
+.PHONY: all test deps deps-check bench-tok bench-train-cpu bench-train-cuda parity-cuda bench-pack record \
         clean lint check-cuda cuda-skip
 # Keep the objects: they are intermediates of pattern rules, which make would delete.
 .SECONDARY:
@@ -163,6 +164,9 @@ bench-train-cpu: deps-check all
 # Python with torch (PY=, default python3).
 bench-train-cuda: all
 	sh pipelines/bench-train-cuda.sh
+
+parity-cuda: all
+	sh pipelines/parity-cuda.sh
 
 # The whole pipeline, text to verified record (pipelines/record.mk has the stages).
 include pipelines/record.mk

@@ -2,6 +2,9 @@
 
     python testdata/ref/bench_torch.py --config EFFECTIVE.json --shards 'DIR/*.bin' \
         [--warmup 3] [--steps 5] [--name NAME]
+    python testdata/ref/bench_torch.py --config EFFECTIVE.json --shards 'DIR/*_train_*.bin' \
+        --init INIT.safetensors --log LOSSES.jsonl --val 'DIR/*_val_*.bin' --val-every K \
+        --warmup 1 --steps N
     python testdata/ref/bench_torch.py --gemm
 
 Trains ref_model.GPT (the parity reference, imported unchanged) the way
@@ -23,6 +26,16 @@ so it includes the import, the CUDA start, compilation and the first step's
 work) to the end of the first optimizer step. params counts the trainable
 parameters; active_params leaves out the n_experts - top_k routed experts a
 token skips, as moe-train's gk_config_params does.
+
+The second form is the quality-parity run (pipelines/parity-cuda.sh): it
+starts from moe-train's initial weights (--init, a moe-train safetensors
+file), writes {"step", "train_loss"} for every step and {"step", "val_loss"}
+every K steps and after the last to LOSSES.jsonl, the lines moe-train logs.
+The validation is train_gpt.py's eval_val as lib/loader.h's gk_val_run does
+it: the val shards back to back, cut to train.val_tokens + 1 tokens (all when
+0) and to whole sequences, scored in batches of val_batch_tokens / grad_accum
+tokens; the batch count must divide the sequences (a shorter last batch would
+recompile), and the mean is over every target.
 
 --gemm instead prints torch's own bf16 matmul rate at 8192^3 (median of 50
 after 10 warm-up calls, cudaEvent-timed) as {"impl":"pytorch","gemm":...,
@@ -53,6 +66,7 @@ import time
 T_LAUNCH = time.time()  # first: launch-to-first-step includes importing torch
 
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -130,6 +144,18 @@ def newton_schulz_bf16(G, steps):
     return ref_newton_schulz(G, steps, dtype=torch.bfloat16)
 
 
+def load_val(pattern, seq_len, max_tokens):
+    """[sequences, seq_len + 1] of eval_val: the val shards in sorted order, cut
+    to max_tokens + 1 tokens (0: all) and to whole sequences, each row holding a
+    sequence's inputs and, shifted by one, its targets."""
+    tokens = np.concatenate([ref_train.read_shard(f) for f in sorted(glob.glob(pattern))])
+    if max_tokens > 0:
+        tokens = tokens[:max_tokens + 1]
+    n = (tokens.size - 1) // seq_len
+    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)[None, :]
+    return tokens[idx]
+
+
 def load_config(path):
     """ref_model's Config from moe-train's effective config, minus unknown keys."""
     with open(path) as f:
@@ -168,6 +194,10 @@ def main():
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
     ap.add_argument("--name", help="the config's name in the output (default: file stem)")
+    ap.add_argument("--init", help="start from these weights (moe-train safetensors)")
+    ap.add_argument("--log", help="write each step's train_loss (and val_loss) here, JSON lines")
+    ap.add_argument("--val", help="glob of validation shards (quote it), with --val-every")
+    ap.add_argument("--val-every", type=int, default=0, help="validate every K steps and last")
     ap.add_argument("--gemm", action="store_true", help="print the bf16 matmul rate and exit")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -197,6 +227,8 @@ def main():
         raise SystemExit("bench_torch: batch_tokens is not whole sequences per micro-batch")
     per_micro = t.batch_tokens // t.grad_accum
     model = GPT(cfg).to(device)
+    if args.init:
+        model.load_safetensors(args.init, log=log)
     for moe in model.moe_layers():  # loads counted on the GPU, as a buffer the graph updates
         del moe.load
         moe.register_buffer("load", torch.zeros(moe.E, dtype=torch.int64, device=device),
@@ -247,13 +279,38 @@ def main():
             moe.update_bias()
         return total / t.grad_accum
 
+    val = load_val(args.val, m.seq_len, t.val_tokens) if args.val else None
+    val_batch = t.val_batch_tokens // t.grad_accum // m.seq_len
+    if val is not None and (val_batch < 1 or len(val) % val_batch):
+        raise SystemExit(f"bench_torch: {len(val)} val sequences do not split into batches of "
+                         f"{val_batch}")
+
+    def validate():
+        # validation forwards are not routed load (moe-train does not count them)
+        loads = [moe.load.clone() for moe in model.moe_layers()]
+        total = 0.0
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            for i in range(0, len(val), val_batch):
+                b = torch.from_numpy(val[i:i + val_batch].astype(np.int64)).to(device)
+                total += cmodel(b[:, :-1].contiguous(), b[:, 1:].contiguous()).item() * len(b)
+        for moe, load in zip(model.moe_layers(), loads):
+            moe.load.copy_(load)
+        return total / len(val)
+
+    logf = open(args.log, "w") if args.log else None
     times, first_step_s, loss = [], None, None
-    for k in range(args.warmup + args.steps):
+    n_steps = args.warmup + args.steps
+    for k in range(n_steps):
         torch.cuda.synchronize()
         t0 = time.time()
         loss = step(k).item()
         torch.cuda.synchronize()
         t1 = time.time()
+        if logf:
+            logf.write(json.dumps({"step": k + 1, "train_loss": loss}) + "\n")
+            if val is not None and ((k + 1) % max(args.val_every, 1) == 0 or k + 1 == n_steps):
+                logf.write(json.dumps({"step": k + 1, "val_loss": validate()}) + "\n")
+            logf.flush()
         if first_step_s is None:
             first_step_s = t1 - T_LAUNCH
         if k >= args.warmup:
