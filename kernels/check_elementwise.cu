@@ -59,14 +59,24 @@ static double err_of(const float *dev, const float *want, size_t n)
 }
 
 /* A copy of n host floats. */
-/* The error of a kernel's bf16 side output YB against its own fp32 output Y
- * rounded on the host: 0 when yb is round-to-nearest of y everywhere. */
+/* The error of the device's bf16 values DEV against the host floats WANT,
+ * which it rounds to bf16 in place first. */
+static double bf16_err(const gk_bf16 *dev, float *want, size_t n)
+{
+    float *got = gk_check_download(dev, n, GK_OUT_BF16);
+    gk_check_round_bf16(want, n);
+    double e = gk_check_rel_err(got, want, n);
+    free(got);
+    return e;
+}
+
+/* The error of a kernel's bf16 side output YB against its own fp32 output Y:
+ * 0 when yb is round-to-nearest of y everywhere. */
 static double bf16_side_err(const gk_bf16 *yb, const float *y, size_t n)
 {
-    float *gb = gk_check_download(yb, n, GK_OUT_BF16), *gy = gk_check_down(y, n);
-    gk_check_round_bf16(gy, n);
-    double e = gk_check_rel_err(gb, gy, n);
-    free(gb), free(gy);
+    float *gy = gk_check_down(y, n);
+    double e = bf16_err(yb, gy, n);
+    free(gy);
     return e;
 }
 
@@ -236,12 +246,10 @@ void gk_check_rmsnorm(gk_cu_arena *arena)
         gk_bf16 *d_dxb = (gk_bf16 *)gk_check_poisoned(arena, n * 2);
         gk_rmsnorm_bwd_f32(dxz, dy, y, rstd, N, C);
         GK_CU(gk_cu_rmsnorm_bwd(NULL, d_dxb, d_dy, d_yc, d_rc, N, C, 0));
-        gk_check_round_bf16(dxz, n);
-        float *gotb = gk_check_download(d_dxb, n, GK_OUT_BF16);
-        e = gk_check_rel_err(gotb, dxz, n);
+        e = bf16_err(d_dxb, dxz, n);
         GK_OK(e <= bound + 1.0 / 256, "rmsnorm bwd written as bf16, N %d C %d: max rel err %.3g "
               "(bound %g)", N, C, e, bound + 1.0 / 256);
-        free(dxz), free(gotb);
+        free(dxz);
         free(x), free(dy), free(dx), free(y), free(rstd);
     }
     time_rmsnorm(arena);
@@ -366,13 +374,11 @@ void gk_check_act(gk_cu_arena *arena)
             gk_bf16 *d_dxb = (gk_bf16 *)gk_check_poisoned(arena, nx * 2);
             gk_act_bwd_f32(dxz, dy, x, N, F, act);
             GK_CU(gk_cu_act_bwd(NULL, d_dxb, d_dy, d_x, N, F, act, 0));
-            gk_check_round_bf16(dxz, nx);
-            float *gotb = gk_check_download(d_dxb, nx, GK_OUT_BF16);
-            e = gk_check_rel_err(gotb, dxz, nx);
+            e = bf16_err(d_dxb, dxz, nx);
             double bound_b = bound + 1.0 / 256; /* one bf16 rounding on top */
             GK_OK(e <= bound_b, "%s bwd written as bf16, N %d F %d: max rel err %.3g (bound %g)",
                   acts[a].name, N, F, e, bound_b);
-            free(dxz), free(gotb);
+            free(dxz);
             free(x), free(dy), free(dx), free(y);
         }
     time_act(arena);
@@ -556,13 +562,11 @@ void gk_check_scale_add(gk_cu_arena *arena)
         gk_scale_add_bwd_f32(dxz, ds3, dy, x, sc, N, C, g);
         GK_CU(gk_cu_scale_bwd_set(d_dx3, d_dxb, d_ds3, d_dy, d_x, d_s, N, C, g, work, 0));
         ex = err_of(d_dx3, dxz, n), es = err_of(d_ds3, ds3, ns);
-        float *gotb = gk_check_download(d_dxb, n, GK_OUT_BF16);
-        gk_check_round_bf16(dxz, n);
-        double eb = gk_check_rel_err(gotb, dxz, n);
+        double eb = bf16_err(d_dxb, dxz, n);
         GK_OK(ex == 0 && eb == 0 && es <= bound_ds,
               "scale bwd set (dx = s dy), N %d C %d group %d: max rel err dx %.3g, bf16 dx %.3g "
               "(bound 0), ds %.3g (bound %g)", N, C, g, ex, eb, es, bound_ds);
-        free(dxz), free(ds3), free(gotb);
+        free(dxz), free(ds3);
         free(x), free(y), free(sc), free(dy), free(dx), free(ds), free(dx1), free(ds1);
     }
     time_scale_add(arena);
