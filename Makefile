@@ -42,13 +42,15 @@ UNIT_BINS := $(addprefix build/asan/test/,$(UNIT))
 
 # Debian packages: the build, the tests, the benchmark and the default corpus.
 DEB_PKGS := build-essential libzstd-dev libxxhash-dev libopenblas-openmp-dev libjq-dev jq zstd \
-            sentencepiece dict-gcide python3 python3-venv perl time liblzma-dev xz-utils gnuplot-nox
+            sentencepiece dict-gcide python3 python3-venv perl time liblzma-dev xz-utils gnuplot-nox \
+            libchipmunk-dev
 # What each package leaves behind that we can test for, in the same order.
 DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
               /usr/include/x86_64-linux-gnu/openblas-openmp/cblas.h /usr/include/jv.h \
               /usr/bin/jq /usr/bin/zstd /usr/bin/spm_train /usr/share/dictd/gcide.dict.dz \
               /usr/bin/python3 /usr/share/doc/python3-venv \
-              /usr/bin/prove /usr/bin/time /usr/include/lzma.h /usr/bin/xz /usr/bin/gnuplot
+              /usr/bin/prove /usr/bin/time /usr/include/lzma.h /usr/bin/xz /usr/bin/gnuplot \
+              /usr/include/chipmunk/chipmunk.h
 
 VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
