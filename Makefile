@@ -27,7 +27,11 @@ ASANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sa
 # pthread build runs a second pool that spins against ours) and runs
 # single-threaded inside our parallel regions.
 BLAS    := /usr/lib/x86_64-linux-gnu/openblas-openmp
-LDLIBS  := -L$(BLAS) -Wl,-rpath,$(BLAS) -lopenblas -lxxhash -ljq -lzstd -llzma -lm -pthread -fopenmp
+# Chipmunk2D (lib/physgen.c) is linked by every binary, as every lib object is:
+# it is a Debian dependency anyway (DEB_PKGS), and one global flag keeps the
+# rules uniform instead of splitting lib/ by what each tool pulls in.
+LDLIBS  := -L$(BLAS) -Wl,-rpath,$(BLAS) -lopenblas -lxxhash -ljq -lzstd -llzma -lchipmunk -lm \
+           -pthread -fopenmp
 
 TOOLS   := tok-train tok-encode shard moe-train moe-avg moe-quant moe-pack moe-eval
 LIB_SRC := $(filter-out %_test.c lib/gpu_none.c,$(wildcard lib/*.c))
