@@ -12,7 +12,7 @@
  * The model is a moe-train or moe-avg checkpoint, a moe-quant .qst or a
  * moe-pack artifact, told by its content (the first two are safetensors files
  * whose golfkit.format says which; a .pack starts with its magic), not by its
- * name. A .qst is dequantized to the float parameters and evaluated by the
+ * name (lib/modelfile.h). A .qst is dequantized to the float parameters and evaluated by the
  * same code, so its val_bpb next to the checkpoint's is the quantization tax.
  * A .pack is evaluated from what it holds, the .qst and the tokenizer: the
  * number a record is judged by.
@@ -20,18 +20,14 @@
  * --device cuda runs the forwards on the GPU backend (lib/gpu.h): bf16
  * matrix products, so the loss differs from the CPU's by bf16 rounding (the
  * CPU stays the reference); the windows and the float64 sums are the same. */
-#include "ckpt.h"
 #include "config.h"
 #include "gpu.h"
 #include "evalwin.h"
-#include "io.h"
 #include "jsonl.h"
 #include "loader.h"
 #include "model.h"
-#include "pack.h"
+#include "modelfile.h"
 #include "progress.h"
-#include "qst.h"
-#include "safetensors.h"
 #include "tok.h"
 #include "util.h"
 
@@ -42,9 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* golfkit.format of a .qst (qst.h), and the first bytes of a .pack (pack(5)). */
-#define QST_FORMAT "qst 1"
 
 static void usage(void)
 {
@@ -120,49 +113,6 @@ static void parse_args(int argc, char **argv, options *o)
         gk_usage("--context: expected it with --stride, found it alone");
 }
 
-enum { OTHER, SAFETENSORS, PACK };
-
-/* What PATH holds: PACK (its magic), SAFETENSORS with its golfkit.format in FMT
- * as far as the header tells ("" without one), or OTHER. Only a sniff: the
- * reader chosen by it verifies the whole file. */
-static int sniff(const char *path, char *fmt, size_t cap)
-{
-    fmt[0] = 0;
-    gk_in *in = gk_in_open(path);
-    unsigned char h[8];
-    int64_t size = gk_in_size(in);
-    int st = OTHER;
-    size_t got = gk_in_read(in, h, 8);
-    if (got == 8 && memcmp(h, GK_PACK_MAGIC, 8) == 0) {
-        st = PACK;
-    } else if (got == 8) {
-        uint64_t n = gk_get64(h);
-        if (n >= 2 && n <= GK_ST_MAX_HEADER && (size < 0 || n <= (uint64_t)size - 8)) {
-            char *json = gk_malloc(n);
-            if (gk_in_read(in, json, n) == n && json[0] == '{') {
-                jv hdr = jv_parse_sized(json, (int)n);
-                st = jv_get_kind(hdr) == JV_KIND_OBJECT ? SAFETENSORS : OTHER;
-                if (st == SAFETENSORS) {
-                    jv meta = jv_object_get(hdr, jv_string("__metadata__"));
-                    if (jv_get_kind(meta) == JV_KIND_OBJECT) {
-                        jv f = jv_object_get(meta, jv_string("golfkit.format"));
-                        if (jv_get_kind(f) == JV_KIND_STRING)
-                            snprintf(fmt, cap, "%s", jv_string_value(f));
-                        jv_free(f);
-                    } else {
-                        jv_free(meta);
-                    }
-                } else {
-                    jv_free(hdr);
-                }
-            }
-            free(json);
-        }
-    }
-    gk_in_close(in);
-    return st;
-}
-
 /* gk_val_run's forward: the GPU model when there is one, else the CPU model
  * (as gk_val_run_cpu's, so the losses are moe-train's bit for bit), one
  * model object per batch shape; and the progress meter after each batch. */
@@ -197,59 +147,20 @@ static void window_progress(void *ctx, int64_t done)
     gk_progress_update(ctx, (uint64_t)done);
 }
 
-/* The config, layout and dequantized parameters of Q, which is freed. */
-static float *from_qst(gk_qst *q, gk_config *cfg, gk_layout *l)
-{
-    *cfg = *gk_qst_config(q);
-    gk_layout_init(l, cfg);
-    float *params = gk_malloc(l->numel * sizeof *params);
-    gk_qst_dequantize(q, l, params);
-    gk_qst_free(q);
-    return params;
-}
-
 int main(int argc, char **argv)
 {
     gk_set_prog(argv[0]);
     options o;
     parse_args(argc, argv, &o);
 
-    char fmt[64], name[4200];
-    int st = sniff(o.model, fmt, sizeof fmt);
-    if (st == OTHER)
-        gk_die("%s: offset 0: expected a moe-train checkpoint, a .qst (safetensors) or a "
-               ".pack (magic \"GKPACK\\r\\n\"), found other bytes", o.model);
-    const char *kind = st == PACK ? "pack" : strcmp(fmt, QST_FORMAT) == 0 ? "qst" : "checkpoint";
-    gk_config cfg;
-    gk_layout l;
-    float *params;
-    gk_tok *tok = NULL;
-    if (st == PACK) {
-        /* gk_pack_open has checked that both parts are there. The parts are
-         * named "PACK:PART" in messages. -t, when given, takes the place of
-         * the packed tokenizer. */
-        gk_pack *pk = gk_pack_open(o.model);
-        size_t n;
-        const unsigned char *part = gk_pack_part(pk, GK_PACK_MODEL, &n);
-        snprintf(name, sizeof name, "%s:%s", o.model, GK_PACK_MODEL);
-        params = from_qst(gk_qst_load_mem(part, n, name), &cfg, &l);
-        if (!o.tokenizer) {
-            part = gk_pack_part(pk, GK_PACK_TOKENIZER, &n);
-            snprintf(name, sizeof name, "%s:%s", o.model, GK_PACK_TOKENIZER);
-            tok = gk_tok_load_mem(part, n, name);
-        }
-        gk_pack_free(pk);
-    } else if (strcmp(kind, "qst") == 0) {
-        params = from_qst(gk_qst_load(o.model), &cfg, &l);
-    } else {
-        /* Any other safetensors file: the checkpoint reader names what is wrong. */
-        gk_ckpt *ck = gk_ckpt_open(o.model);
-        cfg = *gk_ckpt_config(ck);
-        gk_layout_init(&l, &cfg);
-        params = gk_malloc(l.numel * sizeof *params);
-        gk_ckpt_read_params(ck, &l, params);
-        gk_ckpt_close(ck);
-    }
+    /* the model and its tokenizer (-t, else a .pack's own), told by content */
+    gk_modelfile mf;
+    gk_modelfile_load(&mf, o.model, o.tokenizer);
+    const gk_config cfg = mf.cfg;
+    const gk_layout *lp = &mf.l;
+    const float *params = mf.params;
+    const gk_tok *tok = mf.tok;
+    const char *kind = mf.kind;
 
     int T = cfg.model.seq_len;
     if (o.stride) {
@@ -262,13 +173,6 @@ int main(int argc, char **argv)
     if (o.max_tokens && o.max_tokens < T)
         gk_usage("--max-tokens: expected at least the model's seq_len %d, found %lld", T,
                  (long long)o.max_tokens);
-    if (o.tokenizer) {
-        tok = gk_tok_load(o.tokenizer);
-        snprintf(name, sizeof name, "%s", o.tokenizer);
-    }
-    if (tok && tok->vocab != (uint32_t)cfg.model.vocab)
-        gk_die("%s: expected vocab %d (the model's model.vocab), found %u", name,
-               cfg.model.vocab, tok->vocab);
     omp_set_num_threads(o.threads);
     openblas_set_num_threads(o.threads);
     gk_val *val = gk_val_load((const char *const *)o.val, o.nval, (uint32_t)cfg.model.vocab, T,
@@ -287,13 +191,13 @@ int main(int argc, char **argv)
         context = o.context ? o.context : T;
         stride = o.stride;
         if (o.cuda) {
-            gpu = gk_gpu_new(&l, gk_evalwin_per_batch(val, context, stride, batch), context, 0,
+            gpu = gk_gpu_new(lp, gk_evalwin_per_batch(val, context, stride, batch), context, 0,
                              prog);
             gk_gpu_set_params(gpu, params);
-            s = gk_evalwin_run(val, &l, gpu_rows, gpu, tok, context, stride, batch,
+            s = gk_evalwin_run(val, lp, gpu_rows, gpu, tok, context, stride, batch,
                                window_progress, &pg);
         } else {
-            s = gk_evalwin_run_cpu(val, &l, params, tok, context, stride, batch,
+            s = gk_evalwin_run_cpu(val, lp, params, tok, context, stride, batch,
                                    window_progress, &pg);
         }
     } else {
@@ -302,10 +206,10 @@ int main(int argc, char **argv)
         if (batch < T)
             batch = T;
         if (o.cuda) {
-            gpu = gk_gpu_new(&l, (int)(batch / T), T, 0, prog);
+            gpu = gk_gpu_new(lp, (int)(batch / T), T, 0, prog);
             gk_gpu_set_params(gpu, params);
         }
-        flat_ctx c = {{.l = &l}, params, gpu, &pg, 0};
+        flat_ctx c = {{.l = lp}, params, gpu, &pg, 0};
         s = gk_val_run(val, flat_forward, &c, tok, batch, 1, 0, 1);
         gk_model_cache_free(&c.cache);
     }
@@ -331,9 +235,7 @@ int main(int argc, char **argv)
     gk_gpu_free(gpu);
 
     gk_val_free(val);
-    gk_tok_free(tok);
-    gk_layout_free(&l);
-    free(params);
+    gk_modelfile_free(&mf);
     free(o.val);
     return 0;
 }

@@ -148,6 +148,13 @@ double gk_model_forward_rows_f32(gk_model_f32 *m, const float *params, const int
 double gk_model_forward_rows_f64(gk_model_f64 *m, const double *params, const int *tokens,
                                  const int *targets, double *losses);
 
+/* The logits of the last forward, [B*T, vocab], x W^T before the softcap
+ * (l = cap tanh(z / cap) is the model's output): what an incremental decoder
+ * (lib/generate.h) is checked against. Valid until the next forward or
+ * backward (the backward turns them into their gradient in place). */
+const float *gk_model_logits_f32(const gk_model_f32 *m);
+const double *gk_model_logits_f64(const gk_model_f64 *m);
+
 /* The [B*T, *cols] rows that tensor J (an index into l->params) multiplied in
  * the last forward, for GPTQ's calibration Hessian: the attention norm output
  * for c_q, c_k, c_v; the attention output for attn.proj; the MLP norm output

@@ -232,6 +232,8 @@ double OP(gk_model_forward)(MODEL *m, const REAL *params, const int *tokens,
     return OP(gk_model_forward_rows)(m, params, tokens, targets, NULL);
 }
 
+const REAL *OP(gk_model_logits)(const MODEL *m) { return m->logits; }
+
 const REAL *OP(gk_model_matrix_input)(const MODEL *m, const gk_layout *l, int j, int *cols)
 {
     const gk_param *p = &l->params[j];

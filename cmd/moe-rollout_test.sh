@@ -1,0 +1,127 @@
+#!/bin/sh
+# moe-rollout: a tiny model trained by moe-train on shards made by the real
+# pipeline (as cmd/moe-eval_test.sh), then generation from the checkpoint
+# and from a .pack of it (moe-quant, moe-pack: its own tokenizer, read in
+# memory). Checks the bytes on stdout and the JSON line on stderr, greedy
+# and seeded determinism, --max-tokens, the context limit, a stop string
+# (stops, and is not printed), --chat's template, a prompt from a file, and
+# the one-line errors and exit statuses of bad input and bad usage.
+set -u
+. "$(dirname "$0")/../testdata/tap.sh"
+
+tiny_data 320
+"$bin/tok-train" -q --vocab 300 -o "$tmp/other.tok" "$tmp/corpus.txt"
+cat > "$tmp/tiny.json" <<'JSON'
+{"model": {"vocab": 320, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1,
+           "seq_len": 32},
+ "train": {"steps": 8, "batch_tokens": 256, "grad_accum": 2, "prime_steps": 0,
+           "warmdown_steps": 3, "max_seconds": 0, "val_every": 0, "val_batch_tokens": 256,
+           "val_tokens": 1024, "log_every": 1, "ckpt_every": 0}}
+JSON
+"$bin/moe-train" -q --threads 2 -c "$tmp/tiny.json" --train "$tmp/data/data_train_*.bin" \
+    --val "$tmp/data/data_val_*.bin" -t "$tmp/t.tok" -o "$tmp/ck" > /dev/null
+ck=$tmp/ck/final.safetensors
+"$bin/moe-quant" -q --threads 2 "$ck" -o "$tmp/m.qst" --matrix int8 --embed int8
+"$bin/moe-pack" -o "$tmp/m.pack" --model "$tmp/m.qst" --tokenizer "$tmp/t.tok" > /dev/null
+
+ro() { "$bin/moe-rollout" --threads 2 "$@"; }
+# gen NAME ARGS...: stdout to $tmp/NAME.txt, the stats line to $tmp/NAME.json
+gen() { name=$1; shift; ro "$@" > "$tmp/$name.txt" 2> "$tmp/$name.json"; }
+
+gen ck "$ck" -t "$tmp/t.tok" --prompt "The " --max-tokens 12 --seed 1
+ok "from a checkpoint: bytes on stdout, exit 0" test -s "$tmp/ck.txt"
+ok "one JSON line on stderr with every field" sh -c "test \$(wc -l < '$tmp/ck.json') = 1 && jq -e '
+    .kind == \"checkpoint\" and .prompt_tokens >= 2 and .generated >= 1 and .generated <= 12 and
+    (.stop_reason | IN(\"max_tokens\", \"bos\")) and .tokens_per_s >= 0 and .peak_rss_bytes > 0' \
+    '$tmp/ck.json'"
+gen ck2 "$ck" -t "$tmp/t.tok" --prompt "The " --max-tokens 12 --seed 1
+ok "the same seed: the same bytes" cmp "$tmp/ck.txt" "$tmp/ck2.txt"
+same=0
+for s in 2 3 4 5; do
+    gen s$s "$ck" -t "$tmp/t.tok" --prompt "The " --max-tokens 12 --seed $s
+    cmp -s "$tmp/ck.txt" "$tmp/s$s.txt" && same=$((same + 1))
+done
+ok "other seeds: other bytes (at most 1 of 4 the same, found $same)" test $same -le 1
+
+gen pk "$tmp/m.pack" --prompt "The " --max-tokens 20 --temperature 0
+ok "from a .pack (its own tokenizer, no -t): bytes, kind pack" sh -c \
+    "test -s '$tmp/pk.txt' && jq -e '.kind == \"pack\"' '$tmp/pk.json'"
+gen pk2 "$tmp/m.pack" --prompt "The " --max-tokens 20 --temperature 0 --seed 9
+ok "greedy ignores the seed" cmp "$tmp/pk.txt" "$tmp/pk2.txt"
+gen qst "$tmp/m.qst" -t "$tmp/t.tok" --prompt "The " --max-tokens 20 --temperature 0
+ok "the .qst inside the .pack generates the same bytes as the .qst file" \
+    cmp "$tmp/pk.txt" "$tmp/qst.txt"
+gen topk1 "$tmp/m.pack" --prompt "The " --max-tokens 20 --top-k 1 --seed 3
+ok "top-k 1 is greedy" cmp "$tmp/pk.txt" "$tmp/topk1.txt"
+
+gen mx "$tmp/m.pack" --max-tokens 5 --temperature 0 --repetition-penalty 1.3 --top-p 0.9
+ok "--max-tokens 5: at most 5 tokens, and stop_reason max_tokens unless the model ended" jq -e \
+    '.generated <= 5 and (.stop_reason == "max_tokens" and .generated == 5 or .stop_reason == "bos")' \
+    "$tmp/mx.json"
+gen ctx "$tmp/m.pack" --max-tokens 1000 --temperature 0 --repetition-penalty 2
+ok "a generation longer than the context stops at it (seq_len 32 = prompt + generated - 1)" \
+    jq -e '.stop_reason == "context" and .prompt_tokens + .generated == 33 or .stop_reason == "bos"' \
+    "$tmp/ctx.json"
+
+# A stop string: 3 bytes (no NUL or newline) from inside a seeded text; the same run with it prints the text before its first
+# occurrence (the held-back bytes of a partial match included), nothing more.
+"$py" -c '
+import sys
+t = open(sys.argv[1], "rb").read()
+i = next(i for i in range(3, len(t) - 2) if all(c not in (0, 10) for c in t[i:i + 3]))
+open(sys.argv[2], "wb").write(t[i:i + 3])
+open(sys.argv[3], "wb").write(t[:t.find(t[i:i + 3])])' "$tmp/s2.txt" "$tmp/stop" "$tmp/before"
+stop=$(cat "$tmp/stop")
+gen st "$ck" -t "$tmp/t.tok" --prompt "The " --max-tokens 12 --seed 2 --stop "$stop"
+ok "a stop string stops: stop_reason stop: stop_reason stop" jq -e '.stop_reason == "stop"' "$tmp/st.json"
+ok "the stop string is not printed; the text before it is" cmp "$tmp/before" "$tmp/st.txt"
+gen nost "$tmp/m.pack" --prompt "The " --max-tokens 20 --temperature 0 --stop "never occurs zz"
+ok "a stop string that never occurs holds nothing back" cmp "$tmp/pk.txt" "$tmp/nost.txt"
+
+printf 'The ' > "$tmp/prompt.txt"
+gen pf "$tmp/m.pack" --prompt-file "$tmp/prompt.txt" --max-tokens 20 --temperature 0
+ok "--prompt-file F: the same as --prompt with F's bytes" cmp "$tmp/pk.txt" "$tmp/pf.txt"
+gen chat "$tmp/m.pack" --chat --prompt "hello" --max-tokens 8 --temperature 0
+ok "--chat: the template's tokens in the prompt, stops at <|user|> or earlier" sh -c \
+    "jq -e '.prompt_tokens > 6 and (.stop_reason | IN(\"max_tokens\", \"stop\", \"bos\"))' '$tmp/chat.json' &&
+     ! grep -qF '<|user|>' '$tmp/chat.txt'"
+gen quiet "$tmp/m.pack" --max-tokens 3 -q
+ok "-q: no statistics line" test ! -s "$tmp/quiet.json"
+
+cp "$tmp/m.pack" "$tmp/bad.pack"
+printf 'X' | dd of="$tmp/bad.pack" bs=1 seek=100 conv=notrunc 2> /dev/null
+head -c 5000 /dev/urandom > "$tmp/long.txt"
+
+fails() { # fails DESCRIPTION PATTERN COMMAND...: exit 1 and one line matching PATTERN
+    desc=$1 pat=$2; shift 2
+    "$@" > /dev/null 2> "$tmp/err"
+    rc=$?
+    ok "$desc (exit $rc)" sh -c "test $rc = 1 && test \$(wc -l < '$tmp/err') = 1 && grep -qE -- '$pat' '$tmp/err'"
+}
+fails "a missing model file" "nosuch.safetensors" ro "$tmp/nosuch.safetensors" -t "$tmp/t.tok"
+fails "a file of another kind (a tokenizer)" "t.tok: offset 0: expected a moe-train checkpoint" \
+    ro "$tmp/t.tok" -t "$tmp/t.tok"
+fails "a .pack with a flipped byte" "bad.pack" ro "$tmp/bad.pack"
+fails "a tokenizer of another vocab" "other.tok: expected vocab 320" \
+    ro "$ck" -t "$tmp/other.tok"
+fails "a prompt longer than the context" "long.txt: expected a prompt of at most the model.s seq_len 32" \
+    ro "$tmp/m.pack" --prompt-file "$tmp/long.txt"
+fails "a missing prompt file" "nosuch.txt" ro "$tmp/m.pack" --prompt-file "$tmp/nosuch.txt"
+
+usage() { # usage DESCRIPTION ARGS...: exit 2
+    desc=$1; shift
+    "$bin/moe-rollout" "$@" > /dev/null 2>&1
+    rc=$?
+    ok "$desc: bad usage exits 2 (exit $rc)" test $rc = 2
+}
+usage "an unknown flag" --frobnicate
+usage "no model"
+usage "a checkpoint without a tokenizer" "$ck"
+usage "--prompt and --prompt-file" "$tmp/m.pack" --prompt a --prompt-file "$tmp/prompt.txt"
+usage "--max-tokens 0" "$tmp/m.pack" --max-tokens 0
+usage "--top-p 0" "$tmp/m.pack" --top-p 0
+usage "--top-p above 1" "$tmp/m.pack" --top-p 1.5
+usage "a negative temperature" "$tmp/m.pack" --temperature -1
+usage "an empty stop string" "$tmp/m.pack" --stop ""
+
+tap_end
