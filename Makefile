@@ -33,7 +33,7 @@ BLAS    := /usr/lib/x86_64-linux-gnu/openblas-openmp
 LDLIBS  := -L$(BLAS) -Wl,-rpath,$(BLAS) -lopenblas -lxxhash -ljq -lzstd -llzma -lchipmunk -lm \
            -pthread -fopenmp
 
-TOOLS   := tok-train tok-encode shard moe-train moe-avg moe-quant moe-pack moe-eval phys-gen
+TOOLS   := tok-train tok-encode shard moe-train moe-avg moe-quant moe-pack moe-eval phys-gen moe-rollout
 LIB_SRC := $(filter-out %_test.c lib/gpu_none.c,$(wildcard lib/*.c))
 LIB_HDR := $(wildcard lib/*.h)
 UNIT    := $(patsubst lib/%_test.c,%,$(wildcard lib/*_test.c))
