@@ -15,21 +15,24 @@
  * token is printed and generation stops. One JSON line of statistics goes to
  * stderr at the end.
  *
- * The physics scoring of issue 7 (--physics: prompt with a scene and its
- * first frames, generate frames greedily, compare positions with phys-gen's
- * ground truth) is a second mode beside generate_text() below, to be added
- * with phys-gen; it reuses the same decoder and sampler. */
+ * --physics is a second mode beside generate_text(): score_physics() prompts
+ * with each phys-gen scene's header and first frames, generates frames
+ * greedily with the same decoder, reads them back with lib/physparse.h's
+ * strict grammar and reports each scene's position error against phys-gen's
+ * ground truth, then a summary (moe-rollout(1), PHYSICS). */
 #include "encode.h"
 #include "generate.h"
 #include "io.h"
 #include "jsonl.h"
 #include "modelfile.h"
+#include "physparse.h"
 #include "sample.h"
 #include "tok.h"
 #include "util.h"
 
 #include <cblas.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -60,6 +63,10 @@ static void usage(void)
            "      --stop STRING       stop before STRING is printed (repeatable)\n"
            "      --chat              wrap the prompt in the chat template, stop at \"<|user|>\"\n"
            "      --threads N         OpenMP and OpenBLAS threads (default: number of CPUs)\n"
+           "      --physics FILE      score frame rollouts of phys-gen's JSONL scenes (greedy)\n"
+           "      --prompt-frames K   --physics: frames of each scene in the prompt (default 1)\n"
+           "      --frames F          --physics: frames to generate and score (default 15)\n"
+           "      --report-frames L   --physics: frames the summary reports (default 1,5,15)\n"
            "  -q, --quiet             no statistics line on stderr\n"
            "  -h, --help              this help\n"
            "\n"
@@ -68,17 +75,41 @@ static void usage(void)
 }
 
 typedef struct {
-    const char *model, *tokenizer, *prompt, *prompt_file;
+    const char *model, *tokenizer, *prompt, *prompt_file, *physics;
     char **stop;
+    int prompt_frames, frames, nreport, report[64];
     int nstop, chat, quiet, threads;
     long long max_tokens;
     uint64_t seed;
     gk_sample_opts so;
 } options;
 
+/* --report-frames LIST into o->report: frame numbers 1 .. --frames, comma
+ * separated; without the flag, those of 1, 5, 15 that --frames reaches. */
+static void parse_report(options *o, const char *list)
+{
+    if (!list) {
+        static const int dflt[] = {1, 5, 15};
+        for (int i = 0; i < 3; i++)
+            if (dflt[i] <= o->frames)
+                o->report[o->nreport++] = dflt[i];
+        return;
+    }
+    char *copy = gk_strdup(list), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (o->nreport == 64)
+            gk_usage("--report-frames: expected at most 64 frames, found more in '%s'", list);
+        o->report[o->nreport++] = (int)gk_parse_int("--report-frames", t, 1, o->frames);
+    }
+    free(copy);
+    if (!o->nreport)
+        gk_usage("--report-frames: expected frame numbers like 1,5,15, found '%s'", list);
+}
+
 static void parse_args(int argc, char **argv, options *o)
 {
-    enum { O_TEMP = 256, O_TOPK, O_TOPP, O_REP, O_STOP, O_CHAT, O_THREADS };
+    enum { O_TEMP = 256, O_TOPK, O_TOPP, O_REP, O_STOP, O_CHAT, O_THREADS, O_PHYS, O_PF, O_FR,
+           O_RF };
     static const struct option opts[] = {
         {"tokenizer", required_argument, 0, 't'},   {"prompt", required_argument, 0, 'p'},
         {"prompt-file", required_argument, 0, 'f'}, {"max-tokens", required_argument, 0, 'n'},
@@ -87,9 +118,13 @@ static void parse_args(int argc, char **argv, options *o)
         {"repetition-penalty", required_argument, 0, O_REP},
         {"seed", required_argument, 0, 's'},        {"stop", required_argument, 0, O_STOP},
         {"chat", no_argument, 0, O_CHAT},           {"threads", required_argument, 0, O_THREADS},
+        {"physics", required_argument, 0, O_PHYS}, {"prompt-frames", required_argument, 0, O_PF},
+        {"frames", required_argument, 0, O_FR},     {"report-frames", required_argument, 0, O_RF},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    *o = (options){.threads = gk_ncpu(), .max_tokens = 256, .so = gk_sample_defaults()};
+    *o = (options){.threads = gk_ncpu(), .max_tokens = 256, .so = gk_sample_defaults(),
+                   .prompt_frames = 1, .frames = 15};
+    const char *report = NULL;
     int ch;
     while ((ch = getopt_long(argc, argv, "t:p:f:n:s:qh", opts, NULL)) != -1) {
         switch (ch) {
@@ -118,6 +153,10 @@ static void parse_args(int argc, char **argv, options *o)
             break;
         case O_CHAT: o->chat = 1; break;
         case O_THREADS: o->threads = (int)gk_parse_int("--threads", optarg, 1, 1024); break;
+        case O_PHYS: o->physics = optarg; break;
+        case O_PF: o->prompt_frames = (int)gk_parse_int("--prompt-frames", optarg, 1, 100000); break;
+        case O_FR: o->frames = (int)gk_parse_int("--frames", optarg, 1, 100000); break;
+        case O_RF: report = optarg; break;
         case 'q': o->quiet = 1; break;
         case 'h': usage(); break;
         default: gk_usage("unknown option");
@@ -128,6 +167,9 @@ static void parse_args(int argc, char **argv, options *o)
     o->model = argv[optind];
     if (o->prompt && o->prompt_file)
         gk_usage("--prompt and --prompt-file: expected one of them, found both");
+    if (o->physics && (o->prompt || o->prompt_file || o->chat))
+        gk_usage("--physics: expected no --prompt, --prompt-file or --chat, found one");
+    parse_report(o, report);
     if (o->chat) { /* the template's stop string (room was kept above) */
         o->stop = gk_realloc(o->stop, (size_t)(o->nstop + 1) * sizeof *o->stop);
         o->stop[o->nstop++] = (char *)CHAT_STOP;
@@ -282,6 +324,329 @@ static void generate_text(const options *o, const gk_modelfile *mf)
     gk_ids_free(&pr);
 }
 
+/* --physics: the summary's accumulators. A bucket is a set of scenes (a
+ * type, a split, everything) counted over all its scenes or over the
+ * fittable ones only: per frame the sum and count of the errors of scenes
+ * with a well-formed frame there. */
+typedef struct {
+    long long scenes, malformed, *cnt;
+    double *sum;
+} bucket;
+
+typedef struct {
+    char *name;
+    bucket b[2]; /* [0] all scenes, [1] the fittable ones */
+    int heldout;
+} type_acc;
+
+typedef struct {
+    int ntypes;
+    type_acc *types;
+    bucket split[2][2], total[2]; /* split[heldout][fittable?] */
+} summary;
+
+static void bucket_init(bucket *b, int frames)
+{
+    *b = (bucket){.cnt = gk_calloc((size_t)frames, sizeof *b->cnt),
+                  .sum = gk_calloc((size_t)frames, sizeof *b->sum)};
+}
+
+static void bucket_add(bucket *b, const double *err, int frames)
+{
+    b->scenes++;
+    for (int j = 0; j < frames; j++) {
+        if (isnan(err[j])) {
+            b->malformed++;
+        } else {
+            b->sum[j] += err[j];
+            b->cnt[j]++;
+        }
+    }
+}
+
+static double round4(double x) { return round(x * 1e4) / 1e4; }
+
+/* {"scenes", "malformed_frames", "err": {"F": mean}, "n": {"F": count}} at
+ * the report frames; a mean over no scene is null. */
+static jv bucket_json(const bucket *b, const options *o)
+{
+    jv err = jv_object(), n = jv_object();
+    for (int i = 0; i < o->nreport; i++) {
+        int j = o->report[i] - 1;
+        char key[16];
+        snprintf(key, sizeof key, "%d", o->report[i]);
+        err = jv_object_set(err, jv_string(key),
+                            b->cnt[j] ? jv_number(round4(b->sum[j] / b->cnt[j])) : jv_null());
+        n = jv_object_set(n, jv_string(key), jv_number((double)b->cnt[j]));
+    }
+    jv r = jv_object();
+    r = jv_object_set(r, jv_string("scenes"), jv_number((double)b->scenes));
+    r = jv_object_set(r, jv_string("malformed_frames"), jv_number((double)b->malformed));
+    r = jv_object_set(r, jv_string("err"), err);
+    return jv_object_set(r, jv_string("n"), n);
+}
+
+static jv pair_json(const bucket b[2], const options *o)
+{
+    jv r = jv_object_set(jv_object(), jv_string("all"), bucket_json(&b[0], o));
+    return jv_object_set(r, jv_string("fittable"), bucket_json(&b[1], o));
+}
+
+static void bucket_free(bucket *b)
+{
+    free(b->cnt);
+    free(b->sum);
+}
+
+/* Field KEY of OBJ (consumed: the result is its own reference) of kind
+ * KIND, or die naming WHERE and the field. */
+static jv field(jv obj, const char *key, jv_kind kind, const char *where)
+{
+    jv v = jv_object_get(obj, jv_string(key));
+    if (jv_get_kind(v) != kind)
+        gk_die("%s: field %s: expected a %s, found a %s", where, key, jv_kind_name(kind),
+               jv_kind_name(jv_get_kind(v)));
+    return v;
+}
+
+/* The point [x, y] at V (consumed) into XY, or die. */
+static void truth_point(jv v, double xy[2], const char *where, int frame, int obj)
+{
+    for (int c = 0; c < 2; c++) {
+        jv x = jv_get_kind(v) == JV_KIND_ARRAY && jv_array_length(jv_copy(v)) == 2
+                   ? jv_array_get(jv_copy(v), c)
+                   : jv_invalid();
+        if (jv_get_kind(x) != JV_KIND_NUMBER)
+            gk_die("%s: field truth.frames[%d][%d]: expected a point [x, y], found other JSON",
+                   where, frame, obj);
+        xy[c] = jv_number_value(x);
+        jv_free(x);
+    }
+    jv_free(v);
+}
+
+/* Score one scene SC (consumed), the JSON line WHERE names: prompt, greedy
+ * rollout, parse, error; one JSON line on stdout, and into SUM. */
+static void physics_scene(const options *o, const gk_modelfile *mf, gk_gen *g, jv sc,
+                          const char *where, summary *sum)
+{
+    const int K = o->prompt_frames, F = o->frames, seq = mf->cfg.model.seq_len;
+    const gk_tok *tok = mf->tok;
+    jv type = field(jv_copy(sc), "type", JV_KIND_STRING, where);
+    jv split = field(jv_copy(sc), "split", JV_KIND_STRING, where);
+    jv index = field(jv_copy(sc), "scene", JV_KIND_NUMBER, where);
+    jv text = field(jv_copy(sc), "text", JV_KIND_STRING, where);
+    jv truth = field(jv_copy(sc), "truth", JV_KIND_OBJECT, where);
+    jv world = field(jv_copy(truth), "world", JV_KIND_ARRAY, where);
+    jv frames = field(jv_copy(truth), "frames", JV_KIND_ARRAY, where);
+    const char *sp = jv_string_value(split);
+    int heldout = !strcmp(sp, "heldout");
+    if (!heldout && strcmp(sp, "trained"))
+        gk_die("%s: field split: expected \"trained\" or \"heldout\", found \"%s\"", where, sp);
+    double wh[2];
+    truth_point(jv_copy(world), wh, where, -1, -1);
+    if (!(wh[0] > 0 && wh[1] > 0))
+        gk_die("%s: field truth.world: expected a positive width and height, found %g, %g",
+               where, wh[0], wh[1]);
+
+    /* The prompt: the header and frames 1..K; the text through frame K+F is
+     * what the model would see if it wrote the truth (the fittable test). */
+    const char *t = jv_string_value(text);
+    size_t len = (size_t)jv_string_length_bytes(jv_copy(text)), p = 0, prompt_len = 0;
+    int nobj = gk_phys_header(t, len, &p);
+    if (nobj < 1)
+        gk_die("%s: field text: expected a phys-gen scene (a header with objects, then Frame "
+               "lines), found %s", where, nobj < 0 ? "no Frame line" : "no object");
+    for (int f = 1; f <= K + F; f++) {
+        size_t k = gk_phys_parse_frame(t + p, len - p, f, nobj, NULL, NULL, NULL);
+        if (!k)
+            gk_die("%s: field text: expected frame %d of %d objects by phys-gen(1)'s grammar "
+                   "(--prompt-frames %d + --frames %d), found other text", where, f, nobj, K, F);
+        p += k;
+        if (f == K)
+            prompt_len = p;
+    }
+    if (jv_array_length(jv_copy(frames)) < K + F)
+        gk_die("%s: field truth.frames: expected at least %d frames, found %d", where, K + F,
+               jv_array_length(jv_copy(frames)));
+    double *tr = gk_malloc((size_t)F * nobj * 2 * sizeof *tr), *err = gk_malloc((size_t)F * sizeof *err);
+    for (int j = 0; j < F; j++) { /* generated frame j+1 is frame K+j+1: truth.frames[K+j] */
+        jv fr = jv_array_get(jv_copy(frames), K + j);
+        if (jv_get_kind(fr) != JV_KIND_ARRAY || jv_array_length(jv_copy(fr)) != nobj)
+            gk_die("%s: field truth.frames[%d]: expected %d points (the header's objects), "
+                   "found other JSON", where, K + j, nobj);
+        for (int i = 0; i < nobj; i++)
+            truth_point(jv_array_get(jv_copy(fr), i), tr + ((size_t)j * nobj + i) * 2, where,
+                        K + j, i);
+        jv_free(fr);
+    }
+    gk_ids ids = {0}, full = {0};
+    int bos = (int)gk_tok_bos(tok);
+    gk_ids_push(&ids, (uint16_t)bos);
+    gk_ids_push(&full, (uint16_t)bos);
+    gk_encoder *enc = gk_encoder_new(tok);
+    gk_encode_text(enc, (const uint8_t *)t, prompt_len, &ids);
+    gk_encode_text(enc, (const uint8_t *)t, p, &full);
+    gk_encoder_free(enc);
+    int fittable = full.n <= (size_t)seq;
+
+    /* Greedy rollout until F frames' lines are written (F (NOBJ + 1)
+     * newlines), a BOS, a full context, or the cap of 64 tokens a line. */
+    char *gen = NULL;
+    size_t gn = 0, gcap = 0;
+    long long lines = 0, generated = 0, want = (long long)F * (nobj + 1), cap = 64 * want;
+    const char *reason = "prompt_too_long";
+    if (ids.n <= (size_t)seq) {
+        gk_gen_reset(g);
+        float *logits = NULL;
+        for (size_t i = 0; i < ids.n; i++)
+            logits = gk_gen_step(g, ids.v[i]);
+        for (;;) {
+            int id = gk_argmax(logits, mf->cfg.model.vocab);
+            generated++;
+            if (id == bos) {
+                reason = "bos";
+                break;
+            }
+            if (gn + tok->len[id] + 1 > gcap) {
+                gcap = 2 * (gn + tok->len[id] + 1);
+                gen = gk_realloc(gen, gcap);
+            }
+            for (uint32_t b = 0; b < tok->len[id]; b++)
+                lines += (gen[gn++] = (char)tok->bytes[id][b]) == '\n';
+            if (lines >= want) {
+                reason = "frames";
+                break;
+            }
+            if (generated == cap) {
+                reason = "max_tokens";
+                break;
+            }
+            if (gk_gen_room(g) == 0) {
+                reason = "context";
+                break;
+            }
+            logits = gk_gen_step(g, id);
+        }
+    }
+    int good = gk_phys_score(gen ? gen : "", gn, K + 1, F, nobj, tr, wh, err);
+
+    jv r = jv_object();
+    r = jv_object_set(r, jv_string("scene"), jv_copy(index));
+    r = jv_object_set(r, jv_string("type"), jv_copy(type));
+    r = jv_object_set(r, jv_string("split"), jv_copy(split));
+    r = jv_object_set(r, jv_string("fittable"), jv_bool(fittable));
+    r = jv_object_set(r, jv_string("malformed_at"), good < F ? jv_number(good + 1) : jv_null());
+    jv ea = jv_array();
+    for (int j = 0; j < F; j++)
+        ea = jv_array_append(ea, isnan(err[j]) ? jv_null() : jv_number(round4(err[j])));
+    r = jv_object_set(r, jv_string("err"), ea);
+    r = jv_object_set(r, jv_string("prompt_tokens"), jv_number((double)ids.n));
+    r = jv_object_set(r, jv_string("truth_tokens"), jv_number((double)full.n));
+    r = jv_object_set(r, jv_string("generated"), jv_number((double)generated));
+    r = jv_object_set(r, jv_string("stop_reason"), jv_string(reason));
+    gk_emit(stdout, r);
+
+    const char *name = jv_string_value(type);
+    int ti = 0;
+    while (ti < sum->ntypes && strcmp(sum->types[ti].name, name))
+        ti++;
+    if (ti == sum->ntypes) {
+        sum->types = gk_realloc(sum->types, (size_t)(ti + 1) * sizeof *sum->types);
+        type_acc *a = &sum->types[sum->ntypes++];
+        a->name = gk_strdup(name);
+        a->heldout = heldout;
+        bucket_init(&a->b[0], F);
+        bucket_init(&a->b[1], F);
+    }
+    for (int fit = 0; fit <= fittable; fit++) {
+        bucket_add(&sum->types[ti].b[fit], err, F);
+        bucket_add(&sum->split[heldout][fit], err, F);
+        bucket_add(&sum->total[fit], err, F);
+    }
+    free(gen);
+    free(tr);
+    free(err);
+    gk_ids_free(&ids);
+    gk_ids_free(&full);
+    jv_free(type), jv_free(split), jv_free(index), jv_free(text), jv_free(truth);
+    jv_free(world), jv_free(frames), jv_free(sc);
+}
+
+/* --physics: every scene of the JSONL file, then the summary line. */
+static void score_physics(const options *o, const gk_modelfile *mf)
+{
+    size_t n = 0;
+    char *file = (char *)gk_read_file(o->physics, &n);
+    summary sum = {0};
+    for (int h = 0; h < 2; h++)
+        for (int f = 0; f < 2; f++)
+            bucket_init(&sum.split[h][f], o->frames);
+    bucket_init(&sum.total[0], o->frames);
+    bucket_init(&sum.total[1], o->frames);
+    gk_gen *g = gk_gen_new(&mf->l, mf->params, mf->cfg.model.seq_len);
+    long long lineno = 0;
+    for (size_t p = 0; p < n;) {
+        char *nl = memchr(file + p, '\n', n - p);
+        size_t end = nl ? (size_t)(nl - file) : n;
+        lineno++;
+        char where[4200];
+        snprintf(where, sizeof where, "%s: line %lld", o->physics, lineno);
+        if (end > p) { /* a blank line (the file's last) is no scene */
+            if (end - p > INT_MAX)
+                gk_die("%s: expected a JSON line under 2 GiB, found %zu bytes", where, end - p);
+            jv sc = jv_parse_sized(file + p, (int)(end - p));
+            if (jv_get_kind(sc) != JV_KIND_OBJECT)
+                gk_die("%s: expected a phys-gen JSON object, found %s", where,
+                       jv_get_kind(sc) == JV_KIND_INVALID ? "invalid JSON"
+                                                         : jv_kind_name(jv_get_kind(sc)));
+            physics_scene(o, mf, g, sc, where, &sum);
+        }
+        p = end + 1;
+    }
+    if (!sum.total[0].scenes)
+        gk_die("%s: expected phys-gen JSON lines, found no scene", o->physics);
+    jv types = jv_object(), reps = jv_array();
+    for (int i = 0; i < sum.ntypes; i++) {
+        jv t = pair_json(sum.types[i].b, o);
+        t = jv_object_set(t, jv_string("split"),
+                          jv_string(sum.types[i].heldout ? "heldout" : "trained"));
+        types = jv_object_set(types, jv_string(sum.types[i].name), t);
+    }
+    for (int i = 0; i < o->nreport; i++)
+        reps = jv_array_append(reps, jv_number(o->report[i]));
+    long long total = sum.total[0].scenes * o->frames;
+    jv s = jv_object();
+    s = jv_object_set(s, jv_string("model"), jv_string(o->model));
+    s = jv_object_set(s, jv_string("prompt_frames"), jv_number(o->prompt_frames));
+    s = jv_object_set(s, jv_string("frames"), jv_number(o->frames));
+    s = jv_object_set(s, jv_string("report_frames"), reps);
+    s = jv_object_set(s, jv_string("scenes"), jv_number((double)sum.total[0].scenes));
+    s = jv_object_set(s, jv_string("fittable_scenes"), jv_number((double)sum.total[1].scenes));
+    s = jv_object_set(s, jv_string("malformed_frames"), jv_number((double)sum.total[0].malformed));
+    s = jv_object_set(s, jv_string("malformed_rate"),
+                      jv_number(round4((double)sum.total[0].malformed / (double)total)));
+    s = jv_object_set(s, jv_string("all"), pair_json(sum.total, o));
+    s = jv_object_set(s, jv_string("trained"), pair_json(sum.split[0], o));
+    s = jv_object_set(s, jv_string("heldout"), pair_json(sum.split[1], o));
+    s = jv_object_set(s, jv_string("types"), types);
+    s = jv_object_set(s, jv_string("peak_rss_bytes"), jv_number((double)gk_peak_rss()));
+    gk_emit(stdout, jv_object_set(jv_object(), jv_string("summary"), s));
+    for (int i = 0; i < sum.ntypes; i++) {
+        free(sum.types[i].name);
+        bucket_free(&sum.types[i].b[0]);
+        bucket_free(&sum.types[i].b[1]);
+    }
+    free(sum.types);
+    for (int h = 0; h < 2; h++)
+        for (int f = 0; f < 2; f++)
+            bucket_free(&sum.split[h][f]);
+    bucket_free(&sum.total[0]);
+    bucket_free(&sum.total[1]);
+    gk_gen_free(g);
+    free(file);
+}
+
 int main(int argc, char **argv)
 {
     gk_set_prog(argv[0]);
@@ -293,7 +658,10 @@ int main(int argc, char **argv)
         gk_usage("%s: a %s holds no tokenizer: expected -t TOK, found none", o.model, mf.kind);
     omp_set_num_threads(o.threads);
     openblas_set_num_threads(o.threads);
-    generate_text(&o, &mf);
+    if (o.physics)
+        score_physics(&o, &mf);
+    else
+        generate_text(&o, &mf);
     gk_modelfile_free(&mf);
     free(o.stop);
     return 0;

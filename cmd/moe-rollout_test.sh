@@ -124,4 +124,42 @@ usage "--top-p above 1" "$tmp/m.pack" --top-p 1.5
 usage "a negative temperature" "$tmp/m.pack" --temperature -1
 usage "an empty stop string" "$tmp/m.pack" --stop ""
 
+# --physics: six scenes of trained and held-out types from phys-gen. The tiny
+# model cannot fit a scene in its 32 positions nor write frames, so this checks
+# the report's structure and that its counts agree with the scene lines;
+# lib/physparse_test.c checks the error itself on hand-made frames.
+"$bin/phys-gen" -q --types falling_balls,billiards,pendulum,seesaw,orbit,funnel --scenes 6 \
+    --frames 12 --objects 1-3 -o "$tmp/scenes.jsonl"
+ro "$tmp/m.pack" --physics "$tmp/scenes.jsonl" --frames 5 > "$tmp/phys.jsonl" 2> "$tmp/phys.err"
+prc=$?
+ok "--physics: exit 0 (found $prc), 6 scene lines and a summary line" sh -c "test $prc = 0 &&
+    test \$(wc -l < '$tmp/phys.jsonl') = 7 && tail -n 1 '$tmp/phys.jsonl' | jq -e .summary"
+ok "--physics: every scene line has its fields, 5 errors, nulls from malformed_at on" jq -s -e '
+    .[:6] | length == 6 and all(.[]; (.err | length) == 5 and (.fittable | type) == "boolean" and
+      (.split | IN("trained", "heldout")) and has("scene") and has("type") and
+      (if .malformed_at == null then all(.err[]; . != null)
+       else all(.err[.malformed_at - 1:][]; . == null) and all(.err[:.malformed_at - 1][]; . != null)
+       end))' "$tmp/phys.jsonl"
+ok "--physics: the summary's counts add up and the malformed rate is in [0, 1]" jq -s -e '
+    (.[:6]) as $sc | .[6].summary as $s |
+    $s.scenes == 6 and $s.frames == 5 and $s.report_frames == [1, 5] and
+    $s.trained.all.scenes + $s.heldout.all.scenes == 6 and $s.trained.all.scenes == 3 and
+    ([$s.types[].all.scenes] | add) == 6 and ($s.types | length) == 6 and
+    $s.fittable_scenes == ([$sc[] | select(.fittable)] | length) and
+    $s.fittable_scenes == $s.all.fittable.scenes and
+    $s.malformed_frames == ([$sc[].err[] | select(. == null)] | length) and
+    $s.malformed_rate >= 0 and $s.malformed_rate <= 1 and
+    $s.all.all.n["1"] == ([$sc[] | select(.err[0] != null)] | length) and
+    $s.all.all.n["5"] == ([$sc[] | select(.err[4] != null)] | length) and
+    ($s.all.all.err | has("1") and has("5"))' "$tmp/phys.jsonl"
+printf '{"type": "orbit"}\n' > "$tmp/bad.jsonl"
+fails "--physics: a scene line without its fields" "bad.jsonl: line 1: field split: expected a string" \
+    ro "$tmp/m.pack" --physics "$tmp/bad.jsonl"
+fails "--physics: scenes shorter than --prompt-frames + --frames" \
+    "scenes.jsonl: line 1: field text: expected frame 13 " \
+    ro "$tmp/m.pack" --physics "$tmp/scenes.jsonl" --prompt-frames 3 --frames 10
+usage "--physics with --prompt" "$tmp/m.pack" --physics "$tmp/scenes.jsonl" --prompt a
+usage "--report-frames beyond --frames" "$tmp/m.pack" --physics "$tmp/scenes.jsonl" --frames 5 \
+    --report-frames 1,9
+
 tap_end
