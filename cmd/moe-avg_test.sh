@@ -71,7 +71,7 @@ avg -o "$tmp/w.safetensors" --weights 1,3 "$A4" "$AF" > "$tmp/w.json"
 ok "weighted: weights normalized in the JSON line" jq -e '.method == "weighted" and .weights == [0.25, 0.75]' "$tmp/w.json"
 ok "weighted: 0.25 a + 0.75 b elementwise" check "
 a, b, w = L('$A4'), L('$AF'), L('$tmp/w.safetensors')
-ref = {k: 0.25 * params(a)[k].astype(np.float64) + 0.75 * b[k] for k in params(a)}
+ref = {k: 0.25 * params(a)[k].astype(np.float64) + 0.75 * b[k].astype(np.float64) for k in params(a)}
 for k in bufs(b): ref[k] = b[k]
 close(w, ref, 1e-7)
 "
