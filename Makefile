@@ -8,6 +8,8 @@
 #   make deps       install the Debian packages the build and tests need (root)
 #   make record SEED=1337  text -> tokenizer -> shards -> train -> average ->
 #                   quantize -> pack -> verify -> eval (pipelines/record.mk)
+#   make record-physics SEED=1337  phys-gen scenes through the same chain, then
+#                   moe-rollout --physics scores (pipelines/record-physics.mk)
 #   make bench-tok  tok-train/tok-encode against sentencepiece on GCIDE
 #   make bench-train-cpu  moe-train's CPU rate against this machine's sgemm
 #   make bench-train-cuda moe-train's GPU rate and MFU against PyTorch (GPU machine)
@@ -176,6 +178,9 @@ parity-cuda: all
 
 # The whole pipeline, text to verified record (pipelines/record.mk has the stages).
 include pipelines/record.mk
+# The physics track: phys-gen scenes through the same chain, then scored
+# rollouts (pipelines/record-physics.mk).
+include pipelines/record-physics.mk
 
 # On the record's model: artifact size against zstd and xz on the same bytes,
 # then the quantization tax of each scheme and method.

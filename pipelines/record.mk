@@ -47,6 +47,10 @@ CORPUS_TXT := $(CORPUS)
 endif
 DATA_TAG   := $(W)/$(notdir $(basename $(CORPUS_TXT)))-v$(VOCAB)
 JSONL_FLAG := $(if $(CORPUS_JSONL),--jsonl $(CORPUS_JSONL),--doc-end $(DOC_END))
+# The tokenizer learns from the first TOK_TRAIN_BYTES: a byte cut for text,
+# whole lines for JSONL (a cut line is not JSON).
+TOK_CUT    := $(if $(CORPUS_JSONL),LC_ALL=C awk -v max=$(TOK_TRAIN_BYTES) \
+                '{ n += length($$0) + 1; if (n > max && NR > 1) exit; print }',head -c $(TOK_TRAIN_BYTES))
 TOK        := $(if $(TOKENIZER),$(TOKENIZER),$(DATA_TAG).tok)
 TRAIN_GLOB := $(DATA_TAG)-shards/data_train_*.bin
 VAL_GLOB   := $(DATA_TAG)-shards/data_val_*.bin
@@ -54,7 +58,7 @@ SHARD_DONE := $(DATA_TAG)-shards/done
 
 $(DATA_TAG).tok: $(CORPUS_TXT) | bin/tok-train
 	@mkdir -p $(W)
-	head -c $(TOK_TRAIN_BYTES) $< > $(DATA_TAG).tok-train.txt
+	$(TOK_CUT) $< > $(DATA_TAG).tok-train.txt
 	$(TIMED) $@.secs bin/tok-train -q --vocab $(VOCAB) $(JSONL_FLAG) -o $@ $(DATA_TAG).tok-train.txt
 	rm -f $(DATA_TAG).tok-train.txt
 
