@@ -21,6 +21,7 @@ PHYS_EVAL    ?= 120
 PHYS_FRAMES  ?= 16
 PHYS_OBJECTS ?= 1-4
 PHYS_CONFIG  ?= testdata/config/physics-cpu.json
+PHYS_VAL_DOCS ?= 100
 PHYS_W       ?= build/record-physics
 PHYS_TAG     := $(PHYS_W)/scenes-seed$(SEED)-n$(PHYS_SCENES)-f$(PHYS_FRAMES)-o$(PHYS_OBJECTS)
 PHYS_TRAIN   := $(PHYS_TAG).jsonl
@@ -28,7 +29,7 @@ PHYS_TEST    := $(PHYS_W)/eval-seed$(SEED)-n$(PHYS_EVAL)-f$(PHYS_FRAMES)-o$(PHYS
 PHYS_RECORD   = $(RECORDS)/$(shell date +%Y-%m-%d)_physics_seed$(SEED)
 # What the sub-make of record.mk is told; its file names derive from these.
 PHYS_VARS    := CORPUS=$(PHYS_TRAIN) CORPUS_JSONL=text VOCAB=512 CONFIG=$(PHYS_CONFIG) \
-                NAME=physics VAL_DOCS=100 W=$(PHYS_W) SEED=$(SEED)
+                NAME=physics VAL_DOCS=$(PHYS_VAL_DOCS) W=$(PHYS_W) SEED=$(SEED)
 
 $(PHYS_TRAIN): | bin/phys-gen
 	@mkdir -p $(PHYS_W)
