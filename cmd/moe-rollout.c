@@ -255,6 +255,15 @@ static int feed_text(text_buf *t, const unsigned char *add, size_t n, char *cons
 
 /* Generate from the prompt, streaming to stdout; the statistics line at the
  * end (unless -q). */
+/* Why generation must stop before the next step, or NULL: GENERATED tokens
+ * reached the CAP, or the context is full. */
+static const char *limit_reason(const gk_gen *g, int generated, int cap)
+{
+    if (generated == cap)
+        return "max_tokens";
+    return gk_gen_room(g) == 0 ? "context" : NULL;
+}
+
 static void generate_text(const options *o, const gk_modelfile *mf)
 {
     const gk_tok *tok = mf->tok;
@@ -289,12 +298,9 @@ static void generate_text(const options *o, const gk_modelfile *mf)
             reason = "stop";
             break;
         }
-        if (generated == o->max_tokens) {
-            reason = "max_tokens";
-            break;
-        }
-        if (gk_gen_room(g) == 0) {
-            reason = "context";
+        const char *limit = limit_reason(g, generated, o->max_tokens);
+        if (limit) {
+            reason = limit;
             break;
         }
         logits = gk_gen_step(g, id);
@@ -518,12 +524,9 @@ static void physics_scene(const options *o, const gk_modelfile *mf, gk_gen *g, j
                 reason = "frames";
                 break;
             }
-            if (generated == cap) {
-                reason = "max_tokens";
-                break;
-            }
-            if (gk_gen_room(g) == 0) {
-                reason = "context";
+            const char *limit = limit_reason(g, generated, cap);
+            if (limit) {
+                reason = limit;
                 break;
             }
             logits = gk_gen_step(g, id);
