@@ -297,8 +297,11 @@ int main(int argc, char **argv)
                tok->vocab);
     gk_loader *ld = gk_loader_open((const char *const *)o.train, o.ntrain,
                                    (uint32_t)cfg.model.vocab, 0, 1);
-    if (ck || ts.step)
-        gk_loader_seek(ld, ts.pos);
+    if (ck) {
+        char where[4200];
+        snprintf(where, sizeof where, "%s: field __metadata__ \"golfkit.loader\"", o.resume);
+        gk_loader_seek(ld, ts.pos, where);
+    }
     gk_val *val = o.nval ? gk_val_load((const char *const *)o.val, o.nval,
                                        (uint32_t)cfg.model.vocab, cfg.model.seq_len,
                                        cfg.train.val_tokens)

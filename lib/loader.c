@@ -227,13 +227,13 @@ gk_loader_pos gk_loader_tell(const gk_loader *ld)
     return (gk_loader_pos){ld->shard, ld->pos};
 }
 
-void gk_loader_seek(gk_loader *ld, gk_loader_pos p)
+void gk_loader_seek(gk_loader *ld, gk_loader_pos p, const char *where)
 {
     if (p.shard < 0 || p.shard >= ld->n)
-        gk_die("loader position: shard: expected 0..%d (the shard set has %d files), found "
-               "%lld", ld->n - 1, ld->n, (long long)p.shard);
+        gk_die("%s: shard: expected 0..%d (the shard set has %d files), found %lld", where,
+               ld->n - 1, ld->n, (long long)p.shard);
     if (p.offset < 0 || p.offset > ld->count[p.shard])
-        gk_die("loader position: offset: expected 0..%lld (the tokens of %s), found %lld",
+        gk_die("%s: offset: expected 0..%lld (the tokens of %s), found %lld", where,
                (long long)ld->count[p.shard], ld->paths[p.shard], (long long)p.offset);
     ld->shard = p.shard;
     ld->pos = p.offset;

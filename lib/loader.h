@@ -75,14 +75,15 @@ gk_batch gk_loader_next(gk_loader *ld, int64_t global_tokens, int seq_len, int g
  * the tokens of it already consumed (0..its count; at the count, the next
  * read moves to the following shard, as TokenStream does). Restoring a
  * position saved after k calls and calling next_batch gives exactly what the
- * (k+1)-th call gave. Restore dies naming the field when the position does
- * not fit this shard set. The rank and world are not part of the position:
- * all ranks share it. */
+ * (k+1)-th call gave. Restore dies when the position does not fit this
+ * shard set, naming WHERE (where the position came from, e.g. a
+ * checkpoint's field) and the shard or offset. The rank and world are not
+ * part of the position: all ranks share it. */
 typedef struct {
     int64_t shard, offset;
 } gk_loader_pos;
 gk_loader_pos gk_loader_tell(const gk_loader *ld);
-void gk_loader_seek(gk_loader *ld, gk_loader_pos pos);
+void gk_loader_seek(gk_loader *ld, gk_loader_pos pos, const char *where);
 
 /* ---- validation ---- */
 

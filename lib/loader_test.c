@@ -181,14 +181,14 @@ static void test_resume(void)
     for (int i = 0; i < 9; i++)
         memcpy(want[i], gk_loader_next(a, 24, 4, 1).tokens, sizeof want[i]);
     gk_loader *b = open_train(1, 2);
-    gk_loader_seek(b, p);
+    gk_loader_seek(b, p, "test");
     int same = 1;
     for (int i = 0; i < 9; i++)
         same &= memcmp(want[i], gk_loader_next(b, 24, 4, 1).tokens, sizeof want[i]) == 0;
     ok(same, "seek to a saved position (shard %lld, offset %lld) continues identically",
        (long long)p.shard, (long long)p.offset);
     /* A position at a shard's very end (TokenStream keeps pos == len there). */
-    gk_loader_seek(b, (gk_loader_pos){0, 50});
+    gk_loader_seek(b, (gk_loader_pos){0, 50}, "test");
     ref_stream s = {4, ref_files, ref_len, 0, 50};
     int x[12], y[12];
     ref_next(&s, 24, 1, 1, 2, x, y);
@@ -360,7 +360,7 @@ static void die_batch(const char *arg)
 static void die_seek(const char *arg)
 {
     (void)arg;
-    gk_loader_seek(open_train(0, 1), (gk_loader_pos){1, 38});
+    gk_loader_seek(open_train(0, 1), (gk_loader_pos){1, 38}, "ck.st: field golfkit.loader");
 }
 
 /* A dying call leaves its allocations behind on purpose: the child stops
@@ -404,7 +404,7 @@ static void test_errors(void)
            "sequence), found 8", "val set shorter than one sequence");
     expect(die_batch, NULL, "expected global_tokens 10 / (world 1 x grad_accum 1) = 10 to be "
            "a positive multiple of seq_len 4", "a batch of partial sequences");
-    expect(die_seek, NULL, "loader position: offset: expected 0..37", "a position past a shard");
+    expect(die_seek, NULL, "ck.st: field golfkit.loader: offset: expected 0..37", "a position past a shard");
 }
 
 int main(void)

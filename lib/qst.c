@@ -91,6 +91,22 @@ static const char *entry_str(jv e, const char *key, jv *hold)
     return jv_get_kind(*hold) == JV_KIND_STRING ? jv_string_value(*hold) : NULL;
 }
 
+/* The N float16 values of tensor X (called NAME) into DST; a NaN or an
+ * infinity (exponent bits all ones) dies, as gk_st_read_f32 does for F32:
+ * a scale or weight that is not finite would poison every result. */
+static void read_f16(const gk_st *st, const char *name, const gk_st_tensor *x, uint16_t *dst,
+                     size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        dst[k] = (uint16_t)(x->data[2 * k] | x->data[2 * k + 1] << 8);
+        if ((dst[k] & 0x7c00) == 0x7c00)
+            gk_die("%s: offset %llu: tensor \"%s\" element %zu: expected a finite number, "
+                   "found %s", gk_st_path(st),
+                   (unsigned long long)(gk_st_data_offset(st) + x->offset + 2 * k), name, k,
+                   dst[k] & 0x3ff ? "NaN" : "infinity");
+    }
+}
+
 static void read_tensor(const gk_st *st, const gk_param *p, jv e, gk_qtensor *t)
 {
     const char *path = gk_st_path(st);
@@ -111,8 +127,7 @@ static void read_tensor(const gk_st *st, const gk_param *p, jv e, gk_qtensor *t)
     } else if (s == GK_Q_F16) {
         const gk_st_tensor *x = gk_st_expect(st, p->name, GK_ST_F16, p->ndim, shape);
         t->f16 = gk_malloc(n * 2 + 1);
-        for (size_t k = 0; k < n; k++)
-            t->f16[k] = (uint16_t)(x->data[2 * k] | x->data[2 * k + 1] << 8);
+        read_f16(st, p->name, x, t->f16, n);
     } else {
         const char *lname = entry_str(e, "layout", &hl);
         int lay = lname ? gk_layout_parse(lname) : -1;
@@ -145,8 +160,7 @@ static void read_tensor(const gk_st *st, const gk_param *p, jv e, gk_qtensor *t)
         snprintf(sn, sizeof sn, "%s.scale", p->name);
         const gk_st_tensor *x = gk_st_expect(st, sn, GK_ST_F16, 1, qs);
         t->scale = gk_malloc((size_t)t->rows * 2 + 1);
-        for (int i = 0; i < t->rows; i++)
-            t->scale[i] = (uint16_t)(x->data[2 * i] | x->data[2 * i + 1] << 8);
+        read_f16(st, sn, x, t->scale, (size_t)t->rows);
     }
     jv_free(hs);
 }

@@ -13,6 +13,7 @@
 #include "util.h"
 
 #include <jv.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -558,6 +559,10 @@ void gk_st_read_f32(const gk_st *st, const char *name, int ndim, const uint64_t 
     for (uint64_t i = 0; i < t->nelem; i++) {
         uint32_t u = gk_get32(t->data + 4 * i);
         memcpy(&dst[i], &u, sizeof u);
+        if (!isfinite(dst[i]))
+            gk_die("%s: offset %llu: tensor %s element %llu: expected a finite number, found %s",
+                   st->path, (unsigned long long)(st->data_off + t->offset + 4 * i),
+                   quote(name).s, (unsigned long long)i, isnan(dst[i]) ? "NaN" : "infinity");
     }
 }
 

@@ -107,7 +107,10 @@ const gk_st_tensor *gk_st_find(const gk_st *st, const char *name);
 const gk_st_tensor *gk_st_expect(const gk_st *st, const char *name, gk_st_dtype dtype,
                                  int ndim, const uint64_t *shape);
 /* gk_st_expect(..., GK_ST_F32, ...), then copy its nelem floats to DST (any
- * alignment, any host byte order). */
+ * alignment, any host byte order). A NaN or an infinity dies, naming the
+ * offset and the element: golfkit's F32 tensors (weights, optimizer state,
+ * passthrough tensors) are finite, and one that is not would poison every
+ * result computed from it without a word. */
 void gk_st_read_f32(const gk_st *st, const char *name, int ndim, const uint64_t *shape,
                     float *dst);
 
