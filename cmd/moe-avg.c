@@ -82,7 +82,8 @@ static void parse_args(int argc, char **argv, options *o)
     const char *weights = NULL;
     int ch;
     *o = (options){0};
-    while ((ch = getopt_long(argc, argv, "o:w:qh", opts, NULL)) != -1) {
+    opterr = 0; /* one line of ours instead of getopt's and ours */
+    while ((ch = getopt_long(argc, argv, ":o:w:qh", opts, NULL)) != -1) {
         switch (ch) {
         case 'o': o->out = optarg; break;
         case 'w': weights = optarg; break;
@@ -90,7 +91,7 @@ static void parse_args(int argc, char **argv, options *o)
         case O_PROGRESS: gk_progress_force(1); break;
         case 'q': gk_progress_force(-1); break;
         case 'h': usage(); break;
-        default: gk_usage("unknown option");
+        default: gk_bad_option(ch, argv);
         }
     }
     o->inputs = (const char *const *)argv + optind;

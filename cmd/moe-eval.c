@@ -83,7 +83,8 @@ static void parse_args(int argc, char **argv, options *o)
         {0, 0, 0, 0}};
     int ch;
     *o = (options){.threads = gk_ncpu()};
-    while ((ch = getopt_long(argc, argv, "t:qh", opts, NULL)) != -1) {
+    opterr = 0; /* one line of ours instead of getopt's and ours */
+    while ((ch = getopt_long(argc, argv, ":t:qh", opts, NULL)) != -1) {
         switch (ch) {
         case O_VAL:
             o->val = gk_realloc(o->val, (size_t)(o->nval + 1) * sizeof *o->val);
@@ -101,7 +102,7 @@ static void parse_args(int argc, char **argv, options *o)
         case O_DEVICE: o->cuda = gk_parse_device(optarg); break;
         case 'q': gk_progress_force(-1); break;
         case 'h': usage(); break;
-        default: gk_usage("unknown option");
+        default: gk_bad_option(ch, argv);
         }
     }
     if (optind != argc - 1)

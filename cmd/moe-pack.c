@@ -183,7 +183,8 @@ int main(int argc, char **argv)
     int codec = GK_PACK_ZSTD, have_limit = 0;
     long long limit = (long long)GK_PACK_LIMIT;
     int c;
-    while ((c = getopt_long(argc, argv, "o:qh", longopts, NULL)) != -1) {
+    opterr = 0; /* one line of ours instead of getopt's and ours */
+    while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
         case OPT_MODEL: model = optarg; break;
@@ -199,7 +200,7 @@ int main(int argc, char **argv)
         case OPT_UNPACK: unp = optarg; break;
         case 'q': break;
         case 'h': help(); return 0;
-        default: gk_usage("unknown option");
+        default: gk_bad_option(c, argv);
         }
     }
     if (optind < argc)

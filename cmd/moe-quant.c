@@ -126,7 +126,8 @@ static void parse_args(options *o, int argc, char **argv)
                    .calib_tokens = 65536, .threads = gk_ncpu(),
                    .go = {.damp = 0.01, .block = 128}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "o:qh", opts, NULL)) != -1) {
+    opterr = 0; /* one line of ours instead of getopt's and ours */
+    while ((ch = getopt_long(argc, argv, ":o:qh", opts, NULL)) != -1) {
         switch (ch) {
         case 'o': o->out = optarg; break;
         case O_RULES: o->rules = optarg; break;
@@ -151,7 +152,7 @@ static void parse_args(options *o, int argc, char **argv)
         case O_THREADS: o->threads = (int)gk_parse_int("--threads", optarg, 1, 1024); break;
         case 'q': o->quiet = 1; break;
         case 'h': usage(); break;
-        default: gk_usage("unknown option");
+        default: gk_bad_option(ch, argv);
         }
     }
     if (optind != argc - 1)

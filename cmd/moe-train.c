@@ -105,7 +105,8 @@ static void parse_args(int argc, char **argv, options *o)
     char buf[64];
     int ch;
     *o = (options){.out = "ckpt", .threads = gk_ncpu(), .stop_at = -1};
-    while ((ch = getopt_long(argc, argv, "c:t:o:qh", opts, NULL)) != -1) {
+    opterr = 0; /* one line of ours instead of getopt's and ours */
+    while ((ch = getopt_long(argc, argv, ":c:t:o:qh", opts, NULL)) != -1) {
         switch (ch) {
         case 'c': o->config = optarg; break;
         case O_SET: o->sets = push(o->sets, &o->nsets, optarg); break;
@@ -133,7 +134,7 @@ static void parse_args(int argc, char **argv, options *o)
         case O_DEVICE: o->cuda = gk_parse_device(optarg); break;
         case 'q': gk_progress_force(-1); break;
         case 'h': usage(); break;
-        default: gk_usage("unknown option");
+        default: gk_bad_option(ch, argv);
         }
     }
     if (optind < argc)

@@ -129,7 +129,7 @@ int main(int argc, char **argv)
     const char *split = NULL, *types_arg = NULL, *path = "-";
     int jsonl = 0, text = 0, list = 0, c;
     opterr = 0; /* one line of ours instead of getopt's and ours */
-    while ((c = getopt_long(argc, argv, "n:s:o:qh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":n:s:o:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'n': scenes = gk_parse_int("--scenes", optarg, 0, (long long)1 << 40); break;
         /* Seeds stay below 2^53 so the JSON "seed" is exact. */
@@ -147,8 +147,7 @@ int main(int argc, char **argv)
         case 'q': gk_progress_force(-1); break;
         case OPT_PROGRESS: gk_progress_force(1); break;
         case 'h': help(); return 0;
-        default:
-            gk_usage("expected an option of --help with its value, found '%s'", argv[optind - 1]);
+        default: gk_bad_option(c, argv);
         }
     }
     if (optind < argc)

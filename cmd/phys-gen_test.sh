@@ -88,8 +88,8 @@ fails "--frames 0" 2 "--frames: expected an integer in 1..100000, found .0." --f
 fails "--scenes not a number" 2 "--scenes: expected an integer .*found .ten." --scenes ten
 fails "--dt out of range" 2 "--dt: expected a number .*found .-1." --dt -1
 fails "an argument" 2 "expected no arguments, found .x." x
-fails "an unknown option" 2 "expected an option of --help with its value, found .--frobnicate." --frobnicate
-fails "an option without its value" 2 "found .--seed." --seed
+fails "an unknown option" 2 "expected an option of --help, found .--frobnicate." --frobnicate
+fails "an option without its value" 2 "--seed: expected a value after it, found none" --seed
 fails "-o in a missing directory" 1 "$tmp/no/x.jsonl" -o "$tmp/no/x.jsonl"
 ok "--help exits 0 with usage" sh -c "'$bin/phys-gen' --help | grep -q 'usage: phys-gen'"
 

@@ -63,7 +63,8 @@ int main(int argc, char **argv)
     int info = 0, cat = 0, have_docs = 0, have_frac = 0;
     uint32_t vocab = 0, bos = GK_SHARD_NO_BOS;
     int c;
-    while ((c = getopt_long(argc, argv, "o:qh", longopts, NULL)) != -1) {
+    opterr = 0; /* one line of ours instead of getopt's and ours */
+    while ((c = getopt_long(argc, argv, ":o:qh", longopts, NULL)) != -1) {
         switch (c) {
         case 'o': so.dir = optarg; break;
         case OPT_PREFIX: so.prefix = optarg; break;
@@ -86,7 +87,7 @@ int main(int argc, char **argv)
         case 'q': gk_progress_force(-1); break;
         case OPT_PROGRESS: gk_progress_force(1); break;
         case 'h': help(); return 0;
-        default: gk_usage("unknown option");
+        default: gk_bad_option(c, argv);
         }
     }
     int nargs = argc - optind;

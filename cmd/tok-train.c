@@ -65,7 +65,8 @@ int main(int argc, char **argv)
         {"progress", no_argument, 0, O_PROGRESS}, {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},            {0, 0, 0, 0}};
     int ch;
-    while ((ch = getopt_long(argc, argv, "o:qh", opts, NULL)) != -1) {
+    opterr = 0; /* one line of ours instead of getopt's and ours */
+    while ((ch = getopt_long(argc, argv, ":o:qh", opts, NULL)) != -1) {
         switch (ch) {
         case 'o': out_path = optarg; break;
         case O_VOCAB: vocab = (uint32_t)gk_parse_int("--vocab", optarg, 257, GK_TOK_MAX_VOCAB); break;
@@ -97,7 +98,7 @@ int main(int argc, char **argv)
         case O_PROGRESS: gk_progress_force(1); break;
         case 'q': gk_progress_force(-1); break;
         case 'h': usage(); break;
-        default: gk_usage("unknown option");
+        default: gk_bad_option(ch, argv);
         }
     }
     if (!out_path)

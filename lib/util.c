@@ -4,6 +4,7 @@
 #include "io.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,6 +59,20 @@ void gk_usage(const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "Try '%s --help' for more information.\n", prog);
     end(2);
+}
+
+void gk_bad_option(int ch, char *const *argv)
+{
+    /* An unknown letter before the end of a cluster (-zq) leaves optind on
+     * the cluster; every other refusal has moved it past the refused word. */
+    const char *cur = argv[optind];
+    if (ch == '?' && optopt > 0 && optopt < 128 && cur && cur[0] == '-' && cur[1] != '-' &&
+        strchr(cur + 1, optopt))
+        gk_usage("expected an option of --help, found '-%c' in '%s'", optopt, cur);
+    const char *arg = argv[optind - 1];
+    if (ch == ':')
+        gk_usage("%s: expected a value after it, found none", arg);
+    gk_usage("expected an option of --help, found '%s'", arg);
 }
 
 void gk_warn(const char *fmt, ...)

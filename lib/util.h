@@ -27,6 +27,12 @@ const char *gk_prog(void);
 GK_NORETURN void gk_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Print "PROG: MESSAGE" and a hint to --help on stderr, exit 2. */
 GK_NORETURN void gk_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+/* For the default case of a getopt_long loop run with opterr = 0 and an
+ * optstring starting with ':': the option just refused, as one gk_usage line
+ * of ours instead of getopt's and ours. CH is what getopt_long returned: ':'
+ * for an option missing its value, '?' for one that is unknown, ambiguous or
+ * given a value it does not take. */
+GK_NORETURN void gk_bad_option(int ch, char *const *argv) __attribute__((noreturn));
 /* Print "PROG: MESSAGE" on stderr and go on (for warnings). */
 void gk_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
