@@ -99,9 +99,12 @@ static int64_t meta_int(const gk_st *st, const char *key, const char *text)
     return v;
 }
 
+static void ckpt_close(void *c) { gk_ckpt_close(c); }
+
 gk_ckpt *gk_ckpt_open(const char *path)
 {
     gk_ckpt *c = gk_calloc(1, sizeof *c);
+    gk_cleanup_push(ckpt_close, c);
     c->st = gk_st_load(path);
     const char *fmt = meta(c->st, "golfkit.format");
     if (strcmp(fmt, FORMAT) != 0)
@@ -131,6 +134,7 @@ gk_ckpt *gk_ckpt_open(const char *path)
             gk_die("%s: field __metadata__ \"golfkit.elapsed\": expected seconds >= 0, found "
                    "\"%s\"", path, el);
     }
+    gk_cleanup_pop(c);
     return c;
 }
 

@@ -84,11 +84,16 @@ static const char *meta(const gk_st *st, const char *key)
     return v;
 }
 
-/* A string field of a golfkit.quant entry, or NULL when absent. */
-static const char *entry_str(jv e, const char *key, jv *hold)
+/* A string field of a golfkit.quant entry, copied into BUF [N] (cut there),
+ * or NULL when absent. */
+static const char *entry_str(jv e, const char *key, char *buf, size_t n)
 {
-    *hold = jv_object_get(jv_copy(e), jv_string(key));
-    return jv_get_kind(*hold) == JV_KIND_STRING ? jv_string_value(*hold) : NULL;
+    jv v = jv_object_get(jv_copy(e), jv_string(key));
+    const char *s = NULL;
+    if (jv_get_kind(v) == JV_KIND_STRING)
+        s = buf, snprintf(buf, n, "%s", jv_string_value(v));
+    jv_free(v);
+    return s;
 }
 
 /* The N float16 values of tensor X (called NAME) into DST; a NaN or an
@@ -110,8 +115,8 @@ static void read_f16(const gk_st *st, const char *name, const gk_st_tensor *x, u
 static void read_tensor(const gk_st *st, const gk_param *p, jv e, gk_qtensor *t)
 {
     const char *path = gk_st_path(st);
-    jv hs, hl;
-    const char *sname = entry_str(e, "scheme", &hs);
+    char sbuf[64], lbuf[64];
+    const char *sname = entry_str(e, "scheme", sbuf, sizeof sbuf);
     int s = sname ? gk_scheme_parse(sname) : -1;
     if (s < 0)
         gk_die("%s: field __metadata__ \"golfkit.quant\": tensor \"%s\": expected a scheme "
@@ -122,6 +127,7 @@ static void read_tensor(const gk_st *st, const gk_param *p, jv e, gk_qtensor *t)
     size_t n = (size_t)t->rows * t->cols;
     uint64_t shape[2] = {(uint64_t)p->shape[0], (uint64_t)p->shape[1]};
     if (s == GK_Q_F32) {
+        gk_st_expect(st, p->name, GK_ST_F32, p->ndim, shape); /* before the allocation */
         t->f32 = gk_malloc(n * sizeof *t->f32 + 1);
         gk_st_read_f32(st, p->name, p->ndim, shape, t->f32);
     } else if (s == GK_Q_F16) {
@@ -129,23 +135,23 @@ static void read_tensor(const gk_st *st, const gk_param *p, jv e, gk_qtensor *t)
         t->f16 = gk_malloc(n * 2 + 1);
         read_f16(st, p->name, x, t->f16, n);
     } else {
-        const char *lname = entry_str(e, "layout", &hl);
+        const char *lname = entry_str(e, "layout", lbuf, sizeof lbuf);
         int lay = lname ? gk_layout_parse(lname) : -1;
         if (lay < 0)
             gk_die("%s: field __metadata__ \"golfkit.quant\": tensor \"%s\": expected a "
                    "layout (i8, bits), found %s", path, p->name, lname ? lname : "none");
-        jv_free(hl);
         t->layout = (gk_qlayout)lay;
         uint64_t qs[2] = {(uint64_t)t->rows, (uint64_t)t->cols};
-        t->q = gk_malloc(n + 1);
         char where[160];
         snprintf(where, sizeof where, "%s: tensor \"%s\"", path, p->name);
         if (lay == GK_LAYOUT_BITS) {
             qs[1] = gk_pack_row_bytes(t->scheme, t->cols);
             const gk_st_tensor *x = gk_st_expect(st, p->name, GK_ST_U8, 2, qs);
+            t->q = gk_malloc(n + 1);
             gk_unpack_bits(t->scheme, x->data, t->rows, t->cols, t->q, where);
         } else {
             const gk_st_tensor *x = gk_st_expect(st, p->name, GK_ST_I8, 2, qs);
+            t->q = gk_malloc(n + 1);
             int qmax = gk_scheme_qmax(t->scheme);
             for (size_t k = 0; k < n; k++) {
                 int v = (int8_t)x->data[k];
@@ -162,17 +168,33 @@ static void read_tensor(const gk_st *st, const gk_param *p, jv e, gk_qtensor *t)
         t->scale = gk_malloc((size_t)t->rows * 2 + 1);
         read_f16(st, sn, x, t->scale, (size_t)t->rows);
     }
-    jv_free(hs);
+}
+
+static void st_free(void *st) { gk_st_free(st); }
+static void qst_free(void *q) { gk_qst_free(q); }
+
+/* The parsed golfkit.quant and the entry being read, for a die on the way. */
+typedef struct {
+    jv quant, entry;
+} held_jv;
+
+static void held_free(void *arg)
+{
+    held_jv *h = arg;
+    jv_free(h->quant);
+    jv_free(h->entry);
 }
 
 static gk_qst *parse(gk_st *st)
 {
+    gk_cleanup_push(st_free, st);
     const char *path = gk_st_path(st);
     const char *fmt = meta(st, "golfkit.format");
     if (strcmp(fmt, FORMAT) != 0)
         gk_die("%s: field __metadata__ \"golfkit.format\": expected \"" FORMAT "\", found "
                "\"%s\"", path, fmt);
     gk_qst *q = gk_calloc(1, sizeof *q);
+    gk_cleanup_push(qst_free, q);
     const char *cfg = meta(st, "golfkit.config");
     char where[300];
     snprintf(where, sizeof where, "%s: __metadata__ golfkit.config", path);
@@ -183,6 +205,8 @@ static gk_qst *parse(gk_st *st)
 
     const char *qtext = meta(st, "golfkit.quant");
     jv quant = jv_parse(qtext);
+    held_jv held = {quant, jv_null()};
+    gk_cleanup_push(held_free, &held);
     if (jv_get_kind(quant) != JV_KIND_OBJECT)
         gk_die("%s: field __metadata__ \"golfkit.quant\": expected a JSON object, found "
                "\"%.40s\"", path, qtext);
@@ -193,18 +217,22 @@ static gk_qst *parse(gk_st *st)
     size_t expect = 0;
     for (int i = 0; i < q->l.n_params; i++) {
         const gk_param *p = &q->l.params[i];
-        jv e = jv_object_get(jv_copy(quant), jv_string(p->name));
+        jv e = held.entry = jv_object_get(jv_copy(quant), jv_string(p->name));
         if (jv_get_kind(e) != JV_KIND_OBJECT)
             gk_die("%s: field __metadata__ \"golfkit.quant\": expected an object for tensor "
                    "\"%s\", found none", path, p->name);
         read_tensor(st, p, e, &q->t[i]);
         expect += gk_scheme_is_int(q->t[i].scheme) ? 2 : 1;
         jv_free(e);
+        held.entry = jv_null();
     }
+    gk_cleanup_pop(&held);
     jv_free(quant);
     if (gk_st_count(st) != expect)
         gk_die("%s: expected %zu tensors (the model's, with their scales), found %zu", path,
                expect, gk_st_count(st));
+    gk_cleanup_pop(q);
+    gk_cleanup_pop(st);
     gk_st_free(st);
     return q;
 }
@@ -231,7 +259,7 @@ void gk_qst_free(gk_qst *q)
 {
     if (!q)
         return;
-    for (int i = 0; i < q->l.n_params; i++)
+    for (int i = 0; q->t && i < q->l.n_params; i++)
         gk_qtensor_free(&q->t[i]);
     free(q->t);
     gk_layout_free(&q->l);

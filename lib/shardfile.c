@@ -111,10 +111,13 @@ struct gk_shard_reader {
     uint16_t *tok;
 };
 
+static void reader_close(void *r) { gk_shard_close(r); }
+
 gk_shard_reader *gk_shard_open(const char *path)
 {
     gk_shard_reader *r = gk_calloc(1, sizeof *r);
     r->in = gk_in_open(path);
+    gk_cleanup_push(reader_close, r);
     const char *name = gk_in_path(r->in);
     unsigned char hb[GK_SHARD_HEADER_BYTES];
     size_t got = gk_in_read(r->in, hb, sizeof hb);
@@ -137,6 +140,7 @@ gk_shard_reader *gk_shard_open(const char *path)
     XXH64_reset(r->xs, 0);
     r->raw = gk_malloc(2 * (size_t)CHUNK);
     r->tok = gk_malloc(CHUNK * sizeof *r->tok);
+    gk_cleanup_pop(r);
     return r;
 }
 

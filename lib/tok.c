@@ -110,6 +110,22 @@ gk_tok *gk_tok_new(const uint32_t (*merges)[2], uint32_t n_merges, char **specia
     return t;
 }
 
+/* The parts being read, for a die on the way (gk_cleanup_push) and the end. */
+typedef struct {
+    uint32_t (*merges)[2];
+    char **special;
+    uint32_t n_special;
+} parts;
+
+static void parts_free(void *arg)
+{
+    parts *p = arg;
+    for (uint32_t i = 0; p->special && i < p->n_special; i++)
+        free(p->special[i]);
+    free(p->special);
+    free(p->merges);
+}
+
 gk_tok *gk_tok_load_mem(const unsigned char *f, size_t size, const char *path)
 {
     if (size < 4 || memcmp(f, GK_TOK_MAGIC, 4) != 0)
@@ -136,6 +152,8 @@ gk_tok *gk_tok_load_mem(const unsigned char *f, size_t size, const char *path)
         gk_die("%s: offset 8: expected vocab = 256 + merges + specials in 257..%u, found %u "
                "(%u merges, %u specials)", path, GK_TOK_MAX_VOCAB, vocab, n_merges, n_special);
     uint32_t (*merges)[2] = gk_malloc((n_merges ? n_merges : 1) * sizeof *merges);
+    parts held = {merges, NULL, 0};
+    gk_cleanup_push(parts_free, &held);
     size_t off = 24;
     for (uint32_t i = 0; i < n_merges; i++, off += 8) {
         merges[i][0] = gk_get32(f + off);
@@ -145,6 +163,8 @@ gk_tok *gk_tok_load_mem(const unsigned char *f, size_t size, const char *path)
                    i, 256 + i, merges[i][0], merges[i][1]);
     }
     char **special = gk_calloc(n_special, sizeof *special);
+    held.special = special;
+    held.n_special = n_special;
     for (uint32_t i = 0; i < n_special; i++) {
         if (off + 4 > size - 8)
             gk_die("%s: offset %zu: expected special %u, found the checksum", path, off, i);
@@ -166,10 +186,8 @@ gk_tok *gk_tok_load_mem(const unsigned char *f, size_t size, const char *path)
     int pretok = (int)gk_get32(f + 20);
     check_parts(path, (const uint32_t (*)[2])merges, n_merges, special, n_special, pretok);
     gk_tok *t = gk_tok_new((const uint32_t (*)[2])merges, n_merges, special, n_special, pretok);
-    for (uint32_t i = 0; i < n_special; i++)
-        free(special[i]);
-    free(special);
-    free(merges);
+    gk_cleanup_pop(&held);
+    parts_free(&held);
     return t;
 }
 
@@ -177,7 +195,9 @@ gk_tok *gk_tok_load(const char *path)
 {
     size_t size;
     uint8_t *f = gk_read_file(path, &size);
+    gk_cleanup_push(free, f);
     gk_tok *t = gk_tok_load_mem(f, size, path);
+    gk_cleanup_pop(f);
     free(f);
     return t;
 }

@@ -91,10 +91,13 @@ struct gk_ts_reader {
     int ended;
 };
 
+static void reader_close(void *r) { gk_ts_reader_close(r); }
+
 gk_ts_reader *gk_ts_reader_open(const char *path)
 {
     gk_ts_reader *r = gk_calloc(1, sizeof *r);
     r->in = gk_in_open(path);
+    gk_cleanup_push(reader_close, r);
     const char *name = gk_in_path(r->in);
     unsigned char h[24];
     size_t got = gk_in_read(r->in, h, sizeof h);
@@ -122,6 +125,7 @@ gk_ts_reader *gk_ts_reader_open(const char *path)
                r->bos);
     r->raw = gk_malloc(2 * (size_t)GK_TS_MAX_BLOCK + 8);
     r->tok = gk_malloc(GK_TS_MAX_BLOCK * sizeof *r->tok);
+    gk_cleanup_pop(r);
     return r;
 }
 

@@ -31,14 +31,50 @@ static void vsay(const char *fmt, va_list ap)
     fputc('\n', stderr);
 }
 
+static gk_die_hook die_hook;
+
+#define MAX_CLEANUPS 16
+static _Thread_local struct {
+    void (*fn)(void *);
+    void *p;
+} cleanups[MAX_CLEANUPS];
+static _Thread_local int ncleanups;
+
+void gk_set_die_hook(gk_die_hook hook) { die_hook = hook; }
+
+void gk_cleanup_push(void (*free_fn)(void *), void *p)
+{
+    if (ncleanups == MAX_CLEANUPS)
+        gk_die("gk_cleanup_push: expected at most %d cleanups pushed, found one more "
+               "(internal error)", MAX_CLEANUPS);
+    cleanups[ncleanups].fn = free_fn;
+    cleanups[ncleanups++].p = p;
+}
+
+void gk_cleanup_pop(const void *p)
+{
+    if (ncleanups == 0 || cleanups[ncleanups - 1].p != p)
+        gk_die("gk_cleanup_pop: expected the innermost cleanup, found %s (internal error)",
+               ncleanups ? "another one" : "none");
+    ncleanups--;
+}
+
 /* A fatal exit flushes stdio and ends at once: it frees nothing on purpose,
  * and _exit keeps the sanitizers' leak check (an exit handler) for the normal
  * exits, where a leak is a bug, rather than reporting what a dying tool still
- * held. */
+ * held. Under a die hook (a fuzzing harness) the process goes on, so what the
+ * readers held is freed first. */
 static _Noreturn void end(int code)
 {
     gk_out_abort_all();
     fflush(NULL);
+    if (die_hook) {
+        while (ncleanups > 0) {
+            ncleanups--;
+            cleanups[ncleanups].fn(cleanups[ncleanups].p);
+        }
+        die_hook(code);
+    }
     _exit(code);
 }
 

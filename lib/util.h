@@ -36,6 +36,24 @@ GK_NORETURN void gk_bad_option(int ch, char *const *argv) __attribute__((noretur
 /* Print "PROG: MESSAGE" on stderr and go on (for warnings). */
 void gk_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Surviving gk_die, for the fuzzing harnesses (testdata/fuzz/). A tool ends at
+ * its first error and frees nothing first; a harness feeds millions of inputs
+ * to a reader in one process, so it sets a hook. With one set, gk_die and
+ * gk_usage print and remove temporaries as always, then call every cleanup
+ * still pushed (below), innermost first, and then HOOK(exit status) in place
+ * of the exit; HOOK must not return (the harnesses longjmp back to their
+ * loop). NULL, the default, is the plain exit, and the cleanups are never
+ * called: the exit frees everything anyway. */
+typedef void (*gk_die_hook)(int status);
+void gk_set_die_hook(gk_die_hook hook);
+
+/* A reader that holds memory or a file across calls that may die pushes
+ * FREE(P) before them and pops it (by P, innermost first) once it returns
+ * normally, so that a die under the hook leaves nothing behind. Each thread
+ * has its own stack, at most 16 deep. */
+void gk_cleanup_push(void (*free_fn)(void *), void *p);
+void gk_cleanup_pop(const void *p);
+
 /* Allocation that dies with a message instead of returning NULL. */
 void *gk_malloc(size_t n);
 void *gk_calloc(size_t count, size_t size);
