@@ -80,8 +80,7 @@ static void verify(const char *path, long long limit)
 static void unpack(const char *path, const char *dir)
 {
     gk_pack *p = gk_pack_open(path); /* fully checked before anything is written */
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        gk_die("%s: expected a directory we can create, found %s", dir, strerror(errno));
+    gk_out_mkdir(dir, "the parts");
     size_t np = gk_pack_nparts(p);
     gk_out *out[3];
     for (size_t i = 0; i < np; i++) {

@@ -38,7 +38,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #ifndef GK_VERSION
 #define GK_VERSION "unknown"
@@ -164,14 +163,6 @@ static void ckpt_path(char *buf, size_t n, const char *dir, int64_t step)
         snprintf(buf, n, "%s/final.safetensors", dir);
     else
         snprintf(buf, n, "%s/ckpt_%06lld.safetensors", dir, (long long)step);
-}
-
-static void make_dir(const char *dir)
-{
-    struct stat st;
-    if (mkdir(dir, 0777) != 0 && (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)))
-        gk_die("%s: expected a directory for checkpoints, found %s", dir,
-               stat(dir, &st) == 0 ? "another kind of file" : "none that could be made");
 }
 
 /* The log is a record of the run, written a line at a time as it goes (so
@@ -307,7 +298,7 @@ int main(int argc, char **argv)
                                        (uint32_t)cfg.model.vocab, cfg.model.seq_len,
                                        cfg.train.val_tokens)
                          : NULL;
-    make_dir(o.out);
+    gk_out_mkdir(o.out, "checkpoints");
     FILE *logfp = open_log(o.log);
 
     int64_t per_micro = cfg.train.batch_tokens / cfg.train.grad_accum;

@@ -21,6 +21,13 @@ struct gk_out {
 
 static gk_out *open_outs;
 
+/* Directories gk_out_mkdir created, newest first. */
+typedef struct made_dir {
+    char *path;
+    struct made_dir *next;
+} made_dir;
+static made_dir *made_dirs;
+
 static void unlink_from_list(gk_out *o)
 {
     for (gk_out **pp = &open_outs; *pp; pp = &(*pp)->next)
@@ -67,11 +74,22 @@ gk_out *gk_out_open(const char *path)
     return o;
 }
 
+/* Die for a failed write of O: "PATH: WHAT: ERROR", and for an atomic output
+ * that PATH is left as it was (gk_die removes the temporary). */
+static _Noreturn void write_failed(const gk_out *o, const char *what, int err)
+{
+    const char *name = strcmp(o->path, "-") == 0 ? "standard output" : o->path;
+    gk_die("%s: %s: %s%s%s%s", name, what, strerror(err), o->tmp ? "; " : "",
+           o->tmp ? o->path : "", o->tmp ? " is left as it was" : "");
+}
+
 void gk_out_write(gk_out *o, const void *p, size_t n)
 {
-    if (n && fwrite(p, 1, n, o->fp) != n)
-        gk_die("%s: write failed at offset %llu: %s", o->tmp ? o->tmp : o->path,
-               (unsigned long long)o->size, strerror(errno));
+    if (n && fwrite(p, 1, n, o->fp) != n) {
+        char what[64];
+        snprintf(what, sizeof what, "write failed at offset %llu", (unsigned long long)o->size);
+        write_failed(o, what, errno);
+    }
     o->size += n;
 }
 
@@ -93,19 +111,23 @@ void gk_out_close(gk_out *o)
 {
     if (!o->tmp || !o->fp)
         return;
-    if (fflush(o->fp) != 0 || fsync(fileno(o->fp)) != 0)
-        gk_die("%s: flush failed: %s", o->tmp, strerror(errno));
+    if (fflush(o->fp) != 0 || fsync(fileno(o->fp)) != 0) {
+        /* stdio held the last bytes back: the failure lies before the end */
+        char what[64];
+        snprintf(what, sizeof what, "write failed before offset %llu", (unsigned long long)o->size);
+        write_failed(o, what, errno);
+    }
     int rc = fclose(o->fp);
     o->fp = NULL;
     if (rc != 0)
-        gk_die("%s: close failed: %s", o->tmp, strerror(errno));
+        write_failed(o, "close failed", errno);
 }
 
 void gk_out_commit(gk_out *o)
 {
     if (!o->tmp) {
         if (fflush(o->fp) != 0)
-            gk_die("%s: write failed: %s", o->path, strerror(errno));
+            write_failed(o, "write failed", errno);
         if (o->fp != stdout)
             fclose(o->fp);
         free_out(o);
@@ -136,6 +158,30 @@ void gk_out_abort_all(void)
 {
     while (open_outs)
         gk_out_abort(open_outs);
+    while (made_dirs) {
+        made_dir *d = made_dirs;
+        rmdir(d->path); /* fails, as it should, unless empty */
+        made_dirs = d->next;
+        free(d->path);
+        free(d);
+    }
+}
+
+void gk_out_mkdir(const char *dir, const char *what)
+{
+    struct stat st;
+    if (mkdir(dir, 0777) == 0) {
+        made_dir *d = gk_malloc(sizeof *d);
+        d->path = gk_strdup(dir);
+        d->next = made_dirs;
+        made_dirs = d;
+        return;
+    }
+    int e = errno;
+    if (stat(dir, &st) != 0)
+        gk_die("%s: cannot create a directory for %s: %s", dir, what, strerror(e));
+    if (!S_ISDIR(st.st_mode))
+        gk_die("%s: expected a directory for %s, found another kind of file", dir, what);
 }
 
 struct gk_in {

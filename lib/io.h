@@ -7,7 +7,9 @@
  * appear together (a set of shards) are committed one after the other only once
  * all were written. PATH "-" means standard output, and an existing PATH that
  * is not a regular file (/dev/null, a FIFO) is written in place; neither can be
- * atomic.
+ * atomic. A write that fails (a full disk, a file size limit) dies naming PATH,
+ * the offset and the error, and saying that PATH is left as it was: the
+ * temporary is removed and PATH was never touched.
  *
  * Input: gk_in reads a file or standard input ("-") sequentially and keeps the
  * byte offset, so format readers can name the offset in their errors. Every
@@ -33,8 +35,14 @@ void gk_out_close(gk_out *o);
 void gk_out_commit(gk_out *o);
 /* Remove the temporary and free it (for a caller that decides to drop it). */
 void gk_out_abort(gk_out *o);
-/* Remove every temporary not yet committed; gk_die() calls this. */
+/* Remove every temporary not yet committed, and every directory made by
+ * gk_out_mkdir that is still empty; gk_die() calls this. */
 void gk_out_abort_all(void);
+/* Make DIR, a directory for outputs (FOR says for what, in messages), unless
+ * it is one already; dies when it cannot be made or is another kind of file.
+ * A directory this call created is removed again by gk_die() if it is still
+ * empty, so a run that fails leaves no empty directory behind either. */
+void gk_out_mkdir(const char *dir, const char *what);
 
 typedef struct gk_in gk_in;
 

@@ -365,15 +365,6 @@ static void sharder_finish(sharder *s, const char *name, FILE *results)
     free(s->buf);
 }
 
-static void ensure_dir(const char *dir)
-{
-    struct stat st;
-    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
-        gk_die("%s: cannot create directory: %s", dir, strerror(errno));
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        gk_die("%s: expected a directory for the shards, found another kind of file", dir);
-}
-
 /* The spool for --val-frac on a pipe: a file in DIR (which has room for the
  * shards anyway), unlinked at once so that no exit, not even a kill, leaves it. */
 static FILE *spool_open(const char *dir)
@@ -433,7 +424,7 @@ static uint64_t count_docs(gk_ts_reader *r, uint64_t est, FILE *spool, const cha
 void gk_shard_split(const char *stream, const gk_split_opts *o, FILE *results)
 {
     const char *name = strcmp(stream, "-") == 0 ? "stdin" : stream;
-    ensure_dir(o->dir);
+    gk_out_mkdir(o->dir, "the shards");
     gk_ts_reader *r = gk_ts_reader_open(stream);
     sharder s = {.o = o, .vocab = gk_ts_vocab(r), .bos = gk_ts_bos(r)};
     if (o->val_docs != 0 && s.bos == GK_TS_NO_BOS)
