@@ -57,11 +57,12 @@ static double *parse_weights(const char *text, int n)
     char *copy = gk_strdup(text), *save = NULL;
     int k = 0;
     double total = 0;
-    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (k == n)
-            gk_usage("--weights: expected %d weights (one per checkpoint), found more", n);
-        w[k] = gk_parse_double("--weights", tok, 0, 1e300);
-        total += w[k++];
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save), k++) {
+        double v = gk_parse_double("--weights", tok, 0, 1e300);
+        if (k < n) { /* past N only counted, for the message */
+            w[k] = v;
+            total += v;
+        }
     }
     if (k != n)
         gk_usage("--weights: expected %d weights (one per checkpoint), found %d", n, k);

@@ -67,7 +67,7 @@ gk_out *gk_out_open(const char *path)
     if (!o->fp) {
         int e = errno;
         free_out(o);
-        gk_die("%s.tmp: cannot create: %s", path, strerror(e));
+        gk_die("%s: cannot create %s.tmp: %s", path, path, strerror(e));
     }
     o->next = open_outs;
     open_outs = o;
