@@ -11,6 +11,7 @@
  * (a lookup table as much as a head) keep round-to-nearest. */
 #include "ckpt.h"
 #include "gptq.h"
+#include "io.h"
 #include "jsonl.h"
 #include "loader.h"
 #include "model.h"
@@ -85,16 +86,17 @@ static gk_scheme parse_scheme(const char *flag, const char *s)
  * starting with '#' are skipped. */
 static void read_rules(options *o)
 {
-    FILE *fp = fopen(o->rules, "r");
-    if (!fp)
-        gk_die("%s: expected a readable rules file, found none", o->rules);
-    char line[1024];
-    for (int ln = 1; fgets(line, sizeof line, fp); ln++) {
+    size_t len;
+    char *text = (char *)gk_read_file(o->rules, &len); /* checked reads, NUL after */
+    char *line = text, *next;
+    for (int ln = 1; line < text + len; ln++, line = next) {
+        next = line + strcspn(line, "\n"); /* a NUL byte ends a line too */
+        if (next < text + len)
+            *next++ = 0;
         char pat[512], sch[64], extra[2];
         char *s = line + strspn(line, " \t");
-        if (*s == '#' || *s == '\n' || *s == 0)
+        if (*s == '#' || *s == 0)
             continue;
-        line[strcspn(line, "\n")] = 0;
         if (sscanf(s, "%511s %63s %1s", pat, sch, extra) != 2)
             gk_die("%s:%d: expected \"PATTERN SCHEME\", found \"%s\"", o->rules, ln, s);
         int v = gk_scheme_parse(sch);
@@ -104,7 +106,7 @@ static void read_rules(options *o)
         o->r = gk_realloc(o->r, (size_t)(o->nr + 1) * sizeof *o->r);
         o->r[o->nr++] = (rule){gk_strdup(pat), (gk_scheme)v};
     }
-    fclose(fp);
+    free(text);
 }
 
 static void parse_args(options *o, int argc, char **argv)
@@ -328,11 +330,11 @@ int main(int argc, char **argv)
         struct stat sb;
         jv r = jv_object();
         r = jv_object_set(r, jv_string("event"), jv_string("summary"));
-        r = jv_object_set(r, jv_string("params"), jv_number((double)(l.numel - l.n_buffer)));
-        r = jv_object_set(r, jv_string("weights"), jv_number((double)l.numel));
+        r = jv_object_set(r, jv_string("params"), jv_number((double)(l.n_weights - l.n_buffer)));
+        r = jv_object_set(r, jv_string("weights"), jv_number((double)l.n_weights));
         r = jv_object_set(r, jv_string("total_bytes"), jv_number(payload));
         r = jv_object_set(r, jv_string("mean_bits_per_weight"),
-                          jv_number(8 * payload / (double)l.numel));
+                          jv_number(8 * payload / (double)l.n_weights));
         r = jv_object_set(r, jv_string("file_bytes"),
                           jv_number(stat(o.out, &sb) == 0 ? (double)sb.st_size : 0));
         gk_emit(stdout, r);
