@@ -4,7 +4,8 @@
  * Flags and checks live here; counting and merging are lib/bpe_train.c, the
  * file formats lib/tok.c and lib/hfjson.c. Outputs appear only once training
  * succeeded: the tokenizer.json is built (and checked) before the .tok is
- * saved, and both are written through NAME.tmp and renamed. */
+ * saved, and both are written through NAME.tmp and renamed, the .tok's
+ * temporary renamed first and the tokenizer.json's only then. */
 #include "bpe_train.h"
 #include "corpus.h"
 #include "hfjson.h"
@@ -145,10 +146,12 @@ int main(int argc, char **argv)
                 256 + n + n_special, vocab);
 
     gk_tok *t = gk_tok_new((const uint32_t (*)[2])merges, n, special, n_special, co.pretok);
-    jv hf = hf_path ? gk_hfjson(t) : jv_null();
+    /* The tokenizer.json is written first and committed last: a failure
+     * anywhere leaves both files as they were. */
+    gk_out *hf = hf_path ? gk_hfjson_write(gk_hfjson(t), hf_path) : NULL;
     gk_tok_save(t, out_path);
-    if (hf_path)
-        gk_hfjson_save(hf, hf_path);
+    if (hf)
+        gk_out_commit(hf);
 
     if (stats) {
         jv o = jv_object();

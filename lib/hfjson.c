@@ -135,12 +135,13 @@ jv gk_hfjson(const gk_tok *t)
     return doc;
 }
 
-void gk_hfjson_save(jv j, const char *path)
+gk_out *gk_hfjson_write(jv j, const char *path)
 {
     jv s = jv_dump_string(j, JV_PRINT_INDENT_FLAGS(2));
     gk_out *o = gk_out_open(path);
     gk_out_write(o, jv_string_value(s), (size_t)jv_string_length_bytes(jv_copy(s)));
     gk_out_write(o, "\n", 1);
-    gk_out_commit(o);
+    gk_out_close(o);
     jv_free(s);
+    return o;
 }

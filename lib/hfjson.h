@@ -15,13 +15,17 @@
 #ifndef GK_HFJSON_H
 #define GK_HFJSON_H
 
+#include "io.h"
 #include "tok.h"
 
 #include <jv.h>
 
 /* The tokenizer.json document for T. */
 jv gk_hfjson(const gk_tok *t);
-/* Write J (consumed) to PATH atomically, pretty-printed as Hugging Face does. */
-void gk_hfjson_save(jv j, const char *path);
+/* Write J (consumed) to PATH's temporary, pretty-printed as Hugging Face
+ * does, and close it still pending (io.h): the caller commits it with
+ * gk_out_commit once the .tok that goes with it is written too, so that a
+ * failure leaves the old pair of files, never a new one beside an old one. */
+gk_out *gk_hfjson_write(jv j, const char *path);
 
 #endif

@@ -85,9 +85,11 @@ static _Noreturn void write_failed(const gk_out *o, const char *what, int err)
 
 void gk_out_write(gk_out *o, const void *p, size_t n)
 {
-    if (n && fwrite(p, 1, n, o->fp) != n) {
+    size_t k = n ? fwrite(p, 1, n, o->fp) : 0;
+    if (k != n) {
         char what[64];
-        snprintf(what, sizeof what, "write failed at offset %llu", (unsigned long long)o->size);
+        snprintf(what, sizeof what, "write failed at offset %llu",
+                 (unsigned long long)(o->size + k));
         write_failed(o, what, errno);
     }
     o->size += n;
