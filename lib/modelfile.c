@@ -25,7 +25,10 @@
 enum { OTHER, SAFETENSORS, PACK };
 
 /* What PATH holds: PACK (its magic), SAFETENSORS with its golfkit.format in FMT
- * as far as the header tells ("" without one), or OTHER. */
+ * as far as the header tells ("" without one), or OTHER. A plausible header
+ * length is enough for SAFETENSORS: a checkpoint cut short, or with a broken
+ * header, then gets the safetensors reader's message, which says what is
+ * wrong, instead of "other bytes". */
 static int sniff(const char *path, char *fmt, size_t cap)
 {
     fmt[0] = 0;
@@ -38,12 +41,13 @@ static int sniff(const char *path, char *fmt, size_t cap)
         st = PACK;
     } else if (got == 8) {
         uint64_t n = gk_get64(h);
-        if (n >= 2 && n <= GK_ST_MAX_HEADER && (size < 0 || n <= (uint64_t)size - 8)) {
+        if (n >= 2 && n <= GK_ST_MAX_HEADER)
+            st = SAFETENSORS;
+        if (st == SAFETENSORS && (size < 0 || n <= (uint64_t)size - 8)) {
             char *json = gk_malloc(n);
             if (gk_in_read(in, json, n) == n && json[0] == '{') {
                 jv hdr = jv_parse_sized(json, (int)n);
-                st = jv_get_kind(hdr) == JV_KIND_OBJECT ? SAFETENSORS : OTHER;
-                if (st == SAFETENSORS) {
+                if (jv_get_kind(hdr) == JV_KIND_OBJECT) {
                     jv meta = jv_object_get(hdr, jv_string("__metadata__"));
                     if (jv_get_kind(meta) == JV_KIND_OBJECT) {
                         jv f = jv_object_get(meta, jv_string("golfkit.format"));
