@@ -15,6 +15,10 @@
 #   make bench-train-cuda moe-train's GPU rate and MFU against PyTorch (GPU machine)
 #   make parity-cuda  moe-train's val loss against PyTorch's, within seed noise (GPU machine)
 #   make bench-pack artifact size and quantization tax on the record's model
+#   make fuzz FUZZ_SECONDS=N  build the libFuzzer harness of every reader with
+#                   clang (build/fuzz/bin/) and run each for N seconds (default
+#                   60), FUZZ_JOBS at a time, one summary line each
+#                   (pipelines/fuzz-all.sh); make fuzz-build only builds them
 #
 # Objects go to build/rel (bin/), build/asan (build/asan/bin, the tests) and
 # build/cuda (kernels/*.cu, linked into bin/check-cuda).
@@ -157,7 +161,7 @@ $(VENV)/ok:
 # Every test is an executable that prints TAP: C unit tests and shell scripts.
 SH_TESTS := $(wildcard cmd/*_test.sh testdata/*_test.sh)
 test: deps-check
-	$(MAKE) --no-print-directory all $(ASAN_BINS) $(UNIT_BINS) $(VENV)/ok
+	$(MAKE) --no-print-directory all $(ASAN_BINS) $(UNIT_BINS) $(REPLAY_BINS) $(VENV)/ok
 	GK_BIN=$(CURDIR)/build/asan/bin GK_VENV=$(CURDIR)/$(VENV) \
 	ASAN_OPTIONS=detect_leaks=1 prove -j2 --exec '' $(UNIT_BINS) $(SH_TESTS) $(CUDA_TESTS)
 
@@ -197,3 +201,53 @@ lint:
 
 clean:
 	rm -rf bin build
+
+# ---- fuzzing --------------------------------------------------------------------
+# One libFuzzer harness per reader, testdata/fuzz/NAME_fuzz.c, with its seed
+# corpus in testdata/fuzz/NAME/ (testdata/fuzz/fuzz.h says how they work).
+# Each is built twice: by clang with libFuzzer, ASan and UBSan into
+# build/fuzz/bin/NAME (make fuzz, make fuzz-build), the lib objects
+# instrumented for coverage in build/fuzz/obj; and by $(CC) with the test
+# build's sanitizers around testdata/fuzz/replay.c into build/asan/fuzz/NAME,
+# which make test runs on every corpus file (testdata/fuzz_replay_test.sh).
+# The readers run on one thread, so the clang build leaves OpenMP out (its
+# runtime would be one more library to carry); --as-needed keeps the
+# binaries' libraries to those they call; compiler-rt's builtins (static)
+# convert float16 for clang 14 (lib/quant.c says why).
+FUZZ_NAMES   := $(patsubst testdata/fuzz/%_fuzz.c,%,$(wildcard testdata/fuzz/*_fuzz.c))
+FUZZ_SECONDS ?= 60
+FUZZ_JOBS    ?= $(shell nproc)
+FUZZ_CC      ?= clang
+FUZZ_CFLAGS  := -std=gnu11 $(WARN) -pthread -I/usr/include/x86_64-linux-gnu/openblas-openmp -Ilib \
+                -DGK_VERSION='"$(GK_VERSION)"' -O1 -gline-tables-only -fno-omit-frame-pointer \
+                -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_OBJ     := $(patsubst lib/%.c,build/fuzz/obj/%.o,$(LIB_SRC))
+FUZZ_BINS    := $(addprefix build/fuzz/bin/,$(FUZZ_NAMES))
+FUZZ_COMMON  := testdata/fuzz/fuzz.c testdata/fuzz/fuzz.h
+FUZZ_WRAP    := -Wl,--wrap=jv_parse_sized,--wrap=jv_parse
+REPLAY_BINS  := $(addprefix build/asan/fuzz/,$(FUZZ_NAMES))
+.PHONY: fuzz fuzz-build
+
+build/fuzz/obj/%.o: lib/%.c $(LIB_HDR) | build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+build/fuzz/libgolfkit.a: $(FUZZ_OBJ)
+	rm -f $@ && ar rcs $@ $^
+build/fuzz/bin/%: testdata/fuzz/%_fuzz.c $(FUZZ_COMMON) build/fuzz/libgolfkit.a $(LIB_HDR) | build/fuzz/bin
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itestdata/fuzz -o $@ $< testdata/fuzz/fuzz.c \
+	  build/fuzz/libgolfkit.a $(FUZZ_WRAP) -Wl,--as-needed $(filter-out -fopenmp,$(LDLIBS)) \
+	  $(shell $(FUZZ_CC) --rtlib=compiler-rt -print-libgcc-file-name 2>/dev/null)
+build/asan/fuzz/%: testdata/fuzz/%_fuzz.c $(FUZZ_COMMON) testdata/fuzz/replay.c $(ASAN_OBJ) $(LIB_HDR) | build/asan/fuzz
+	$(CC) $(ALLCFLAGS) $(ASANFLAGS) -Itestdata/fuzz -o $@ $< testdata/fuzz/fuzz.c \
+	  testdata/fuzz/replay.c $(ASAN_OBJ) $(FUZZ_WRAP) $(LDLIBS)
+build/fuzz/obj build/fuzz/bin build/asan/fuzz:
+	mkdir -p $@
+
+ifeq ($(shell command -v $(FUZZ_CC) 2>/dev/null),)
+fuzz fuzz-build:
+	@echo "make fuzz: $(FUZZ_CC) not found: the harnesses need clang and its libFuzzer" \
+	  "(apt-get install clang, or FUZZ_CC=path/to/clang)" >&2; exit 1
+else
+fuzz-build: $(FUZZ_BINS)
+fuzz: fuzz-build
+	sh pipelines/fuzz-all.sh $(FUZZ_SECONDS) $(FUZZ_JOBS)
+endif
