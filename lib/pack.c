@@ -39,6 +39,19 @@ static int name_rank(const char *s, size_t n)
     return -1;
 }
 
+/* The N bytes at S, found where a part name belongs, as they can appear in a
+ * one-line message: printable ASCII as is, any other byte as \xNN (a name is
+ * at most 255 bytes, so OUT needs 4 x 255 + 1). */
+static const char *shown(char *out, const unsigned char *s, size_t n)
+{
+    char *o = out;
+    for (size_t i = 0; i < n; i++)
+        o += s[i] >= 0x20 && s[i] < 0x7f && s[i] != '\\' ? sprintf(o, "%c", s[i])
+                                                          : sprintf(o, "\\x%02x", s[i]);
+    *o = 0;
+    return out;
+}
+
 const char *gk_pack_codec_name(int codec)
 {
     return codec == GK_PACK_ZSTD ? "zstd" : codec == GK_PACK_XZ ? "xz" : "unknown";
@@ -296,10 +309,11 @@ gk_pack *gk_pack_parse(const char *name, const unsigned char *buf, size_t len, c
                         "the end of the payload", name, at);
         size_t nl = r[at];
         int rk = name_rank((const char *)r + at + 1, nl);
+        char found[4 * 255 + 1];
         if (rk < 0)
             return fail(p, err, errlen, "%s: decoded offset %zu: expected part name config.json, "
-                        "tokenizer.tok or model.qst, found '%.*s'", name, at + 1, (int)nl,
-                        r + at + 1);
+                        "tokenizer.tok or model.qst, found '%s'", name, at + 1,
+                        shown(found, r + at + 1, nl));
         if (rk <= last)
             return fail(p, err, errlen, "%s: decoded offset %zu: expected parts in the order "
                         "config.json, tokenizer.tok, model.qst, each once, found %s after %s",
