@@ -14,6 +14,7 @@
 #   make bench-train-cpu  moe-train's CPU rate against this machine's sgemm
 #   make bench-train-cuda moe-train's GPU rate and MFU against PyTorch (GPU machine)
 #   make parity-cuda  moe-train's val loss against PyTorch's, within seed noise (GPU machine)
+#   make bench-rollout moe-rollout --physics decoding rate, CPU against GPU (GPU machine)
 #   make bench-pack artifact size and quantization tax on the record's model
 #   make fuzz FUZZ_SECONDS=N  build the libFuzzer harness of every reader with
 #                   clang (build/fuzz/bin/) and run each for N seconds (default
@@ -65,7 +66,7 @@ DEB_PROBES := /usr/bin/cc /usr/include/zstd.h /usr/include/xxhash.h \
 VENV := build/venv
 PY_PKGS := tokenizers==0.23.3 numpy xxhash safetensors
 
-.PHONY: all test deps deps-check bench-tok bench-train-cpu bench-train-cuda parity-cuda bench-pack record \
+.PHONY: all test deps deps-check bench-tok bench-train-cpu bench-train-cuda parity-cuda bench-rollout bench-pack record \
         clean lint check-cuda cuda-skip
 # Keep the objects: they are intermediates of pattern rules, which make would delete.
 .SECONDARY:
@@ -136,7 +137,7 @@ endif
 # The tools with a --device option link the GPU backend (lib/gpu.h): the CUDA
 # objects when nvcc is found (above), else lib/gpu_none.c, which says so.
 # The sanitizer build always takes gpu_none.
-GPU_TOOLS := $(addprefix bin/,moe-train moe-eval)
+GPU_TOOLS := $(addprefix bin/,moe-train moe-eval moe-rollout)
 $(GPU_TOOLS): bin/%: cmd/%.c $(REL_OBJ) $(GPU_OBJ) $(LIB_HDR) | bin
 	$(CC) $(ALLCFLAGS) -c -o build/rel/main-$*.o $<
 	$(GPU_LINK) -o $@ build/rel/main-$*.o $(REL_OBJ) $(GPU_OBJ) $(GPU_LDLIBS) $(LDLIBS)
@@ -179,6 +180,11 @@ bench-train-cuda: all
 
 parity-cuda: all
 	sh pipelines/parity-cuda.sh
+
+# On the GPU machine: moe-rollout --physics on the CPU and on the GPU at
+# several --batch sizes, same scenes, one table.
+bench-rollout: all
+	sh pipelines/bench-rollout.sh
 
 # The whole pipeline, text to verified record (pipelines/record.mk has the stages).
 include pipelines/record.mk

@@ -22,6 +22,7 @@
  * ground truth, then a summary (moe-rollout(1), PHYSICS). */
 #include "encode.h"
 #include "generate.h"
+#include "gpu.h"
 #include "io.h"
 #include "jsonl.h"
 #include "modelfile.h"
@@ -63,10 +64,13 @@ static void usage(void)
            "      --stop STRING       stop before STRING is printed (repeatable)\n"
            "      --chat              wrap the prompt in the chat template, stop at \"<|user|>\"\n"
            "      --threads N         OpenMP and OpenBLAS threads (default: number of CPUs)\n"
+           "      --device D          cpu or cuda: where the decoder runs (default cpu)\n"
            "      --physics FILE      score frame rollouts of phys-gen's JSONL scenes (greedy)\n"
            "      --prompt-frames K   --physics: frames of each scene in the prompt (default 1)\n"
            "      --frames F          --physics: frames to generate and score (default 15)\n"
            "      --report-frames L   --physics: frames the summary reports (default 1,5,15)\n"
+           "      --batch N           --physics: scenes rolled out together (default 1 on\n"
+           "                          the CPU, 64 on cuda)\n"
            "  -q, --quiet             no statistics line on stderr\n"
            "  -h, --help              this help\n"
            "\n"
@@ -78,7 +82,7 @@ typedef struct {
     const char *model, *tokenizer, *prompt, *prompt_file, *physics;
     char **stop;
     int prompt_frames, frames, nreport, report[64];
-    int nstop, chat, quiet, threads;
+    int nstop, chat, quiet, threads, cuda, batch;
     long long max_tokens;
     uint64_t seed;
     gk_sample_opts so;
@@ -109,7 +113,7 @@ static void parse_report(options *o, const char *list)
 static void parse_args(int argc, char **argv, options *o)
 {
     enum { O_TEMP = 256, O_TOPK, O_TOPP, O_REP, O_STOP, O_CHAT, O_THREADS, O_PHYS, O_PF, O_FR,
-           O_RF };
+           O_RF, O_DEV, O_BATCH };
     static const struct option opts[] = {
         {"tokenizer", required_argument, 0, 't'},   {"prompt", required_argument, 0, 'p'},
         {"prompt-file", required_argument, 0, 'f'}, {"max-tokens", required_argument, 0, 'n'},
@@ -120,13 +124,15 @@ static void parse_args(int argc, char **argv, options *o)
         {"chat", no_argument, 0, O_CHAT},           {"threads", required_argument, 0, O_THREADS},
         {"physics", required_argument, 0, O_PHYS}, {"prompt-frames", required_argument, 0, O_PF},
         {"frames", required_argument, 0, O_FR},     {"report-frames", required_argument, 0, O_RF},
+        {"device", required_argument, 0, O_DEV},    {"batch", required_argument, 0, O_BATCH},
         {"quiet", no_argument, 0, 'q'},             {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     *o = (options){.threads = gk_ncpu(), .max_tokens = 256, .so = gk_sample_defaults(),
                    .prompt_frames = 1, .frames = 15};
     const char *report = NULL;
     int ch;
-    while ((ch = getopt_long(argc, argv, "t:p:f:n:s:qh", opts, NULL)) != -1) {
+    opterr = 0; /* one line of ours instead of getopt's and ours */
+    while ((ch = getopt_long(argc, argv, ":t:p:f:n:s:qh", opts, NULL)) != -1) {
         switch (ch) {
         case 't': o->tokenizer = optarg; break;
         case 'p': o->prompt = optarg; break;
@@ -157,9 +163,11 @@ static void parse_args(int argc, char **argv, options *o)
         case O_PF: o->prompt_frames = (int)gk_parse_int("--prompt-frames", optarg, 1, 100000); break;
         case O_FR: o->frames = (int)gk_parse_int("--frames", optarg, 1, 100000); break;
         case O_RF: report = optarg; break;
+        case O_DEV: o->cuda = gk_parse_device(optarg); break;
+        case O_BATCH: o->batch = (int)gk_parse_int("--batch", optarg, 1, 4096); break;
         case 'q': o->quiet = 1; break;
         case 'h': usage(); break;
-        default: gk_usage("unknown option");
+        default: gk_bad_option(ch, argv);
         }
     }
     if (optind != argc - 1)
@@ -170,6 +178,10 @@ static void parse_args(int argc, char **argv, options *o)
     if (o->physics && (o->prompt || o->prompt_file || o->chat))
         gk_usage("--physics: expected no --prompt, --prompt-file or --chat, found one");
     parse_report(o, report);
+    if (o->batch && !o->physics)
+        gk_usage("--batch: expected with --physics only, found it without");
+    if (!o->batch)
+        o->batch = o->cuda ? 64 : 1;
     if (o->chat) { /* the template's stop string (room was kept above) */
         o->stop = gk_realloc(o->stop, (size_t)(o->nstop + 1) * sizeof *o->stop);
         o->stop[o->nstop++] = (char *)CHAT_STOP;
@@ -253,17 +265,75 @@ static int feed_text(text_buf *t, const unsigned char *add, size_t n, char *cons
     return 0;
 }
 
-/* Generate from the prompt, streaming to stdout; the statistics line at the
- * end (unless -q). */
-/* Why generation must stop before the next step, or NULL: GENERATED tokens
- * reached the CAP, or the context is full. */
-static const char *limit_reason(const gk_gen *g, int generated, int cap)
+/* The decoder: S streams of lib/generate.h's CPU decoder (one gk_gen each,
+ * stepped in turn) or of lib/gpu.h's (one gk_gpu_dec, a step is one batch of
+ * rows). A step feeds tokens[i] to stream streams[i] and gives the logits
+ * [n][vocab] in that order. */
+typedef struct {
+    gk_gen **cpu;      /* [S] on the CPU, else NULL */
+    gk_gpu_dec *gpu;   /* on the GPU, else NULL */
+    int S, V, T;
+    float *rows;       /* [S][V]: the CPU step's logits */
+    int *pos;          /* [S]: tokens in each stream (both backends) */
+} decoder;
+
+static decoder dec_new(const gk_modelfile *mf, int streams, int cuda)
+{
+    decoder d = {.S = streams, .V = mf->cfg.model.vocab, .T = mf->cfg.model.seq_len};
+    d.pos = gk_calloc((size_t)streams, sizeof *d.pos);
+    if (cuda) {
+        d.gpu = gk_gpu_dec_new(&mf->l, mf->params, streams, d.T, "moe-rollout --device cuda");
+        return d;
+    }
+    d.cpu = gk_calloc((size_t)streams, sizeof *d.cpu);
+    for (int s = 0; s < streams; s++)
+        d.cpu[s] = gk_gen_new(&mf->l, mf->params, d.T);
+    d.rows = gk_malloc((size_t)streams * d.V * sizeof *d.rows);
+    return d;
+}
+
+static float *dec_step(decoder *d, int n, const int *streams, const int *tokens)
+{
+    for (int i = 0; i < n; i++)
+        d->pos[streams[i]]++;
+    if (d->gpu)
+        return gk_gpu_dec_step(d->gpu, n, streams, tokens);
+    for (int i = 0; i < n; i++)
+        memcpy(d->rows + (size_t)i * d->V, gk_gen_step(d->cpu[streams[i]], tokens[i]),
+               (size_t)d->V * sizeof *d->rows);
+    return d->rows;
+}
+
+static void dec_reset(decoder *d, int s)
+{
+    d->pos[s] = 0;
+    if (d->gpu)
+        gk_gpu_dec_reset(d->gpu, s);
+    else
+        gk_gen_reset(d->cpu[s]);
+}
+
+static void dec_free(decoder *d)
+{
+    for (int s = 0; d->cpu && s < d->S; s++)
+        gk_gen_free(d->cpu[s]);
+    gk_gpu_dec_free(d->gpu);
+    free(d->cpu);
+    free(d->rows);
+    free(d->pos);
+}
+
+/* Why generation in stream S must stop before its next step, or NULL:
+ * GENERATED tokens reached the CAP, or the context is full. */
+static const char *limit_reason(const decoder *d, int s, long long generated, long long cap)
 {
     if (generated == cap)
         return "max_tokens";
-    return gk_gen_room(g) == 0 ? "context" : NULL;
+    return d->pos[s] == d->T ? "context" : NULL;
 }
 
+/* Generate from the prompt, streaming to stdout; the statistics line at the
+ * end (unless -q). */
 static void generate_text(const options *o, const gk_modelfile *mf)
 {
     const gk_tok *tok = mf->tok;
@@ -276,12 +346,13 @@ static void generate_text(const options *o, const gk_modelfile *mf)
     int *ctx = gk_malloc((size_t)(seq + 1) * sizeof *ctx);
     for (int i = 0; i < n; i++)
         ctx[i] = pr.v[i];
-    gk_gen *g = gk_gen_new(&mf->l, mf->params, seq);
+    decoder d = dec_new(mf, 1, o->cuda);
     gk_sampler *s = gk_sampler_new(mf->cfg.model.vocab, &o->so, o->seed);
     double t0 = gk_now();
     float *logits = NULL;
+    const int stream = 0;
     for (int i = 0; i < n; i++)
-        logits = gk_gen_step(g, ctx[i]);
+        logits = dec_step(&d, 1, &stream, &ctx[i]);
     double t1 = gk_now();
     text_buf text = {0};
     long long generated = 0;
@@ -298,12 +369,12 @@ static void generate_text(const options *o, const gk_modelfile *mf)
             reason = "stop";
             break;
         }
-        const char *limit = limit_reason(g, generated, o->max_tokens);
+        const char *limit = limit_reason(&d, 0, generated, o->max_tokens);
         if (limit) {
             reason = limit;
             break;
         }
-        logits = gk_gen_step(g, id);
+        logits = dec_step(&d, 1, &stream, &id);
     }
     if (strcmp(reason, "stop") != 0)
         show(&text, text.n);
@@ -314,6 +385,7 @@ static void generate_text(const options *o, const gk_modelfile *mf)
         jv r = jv_object();
         r = jv_object_set(r, jv_string("model"), jv_string(o->model));
         r = jv_object_set(r, jv_string("kind"), jv_string(mf->kind));
+        r = jv_object_set(r, jv_string("device"), jv_string(o->cuda ? "cuda" : "cpu"));
         r = jv_object_set(r, jv_string("prompt_tokens"), jv_number((double)pr.n));
         r = jv_object_set(r, jv_string("generated"), jv_number((double)generated));
         r = jv_object_set(r, jv_string("stop_reason"), jv_string(reason));
@@ -325,7 +397,7 @@ static void generate_text(const options *o, const gk_modelfile *mf)
     }
     free(text.b);
     gk_sampler_free(s);
-    gk_gen_free(g);
+    dec_free(&d);
     free(ctx);
     gk_ids_free(&pr);
 }
@@ -431,35 +503,49 @@ static void truth_point(jv v, double xy[2], const char *where, int frame, int ob
     jv_free(v);
 }
 
-/* Score one scene SC (consumed), the JSON line WHERE names: prompt, greedy
- * rollout, parse, error; one JSON line on stdout, and into SUM. */
-static void physics_scene(const options *o, const gk_modelfile *mf, gk_gen *g, jv sc,
-                          const char *where, summary *sum)
+/* One scene of --physics: what its JSON line gave (the prompt, the truth of
+ * the frames to score) and its rollout's state. */
+typedef struct {
+    jv type, split, index;
+    int heldout, nobj, fittable;
+    double wh[2], *tr;   /* world size; truth [F][nobj][2] */
+    gk_ids ids;          /* the prompt's tokens */
+    size_t truth_tokens; /* the prompt and the true frames, as tokens */
+    size_t fed;          /* prompt tokens fed so far */
+    int next;            /* the token the next step feeds once the prompt is in */
+    char *gen;           /* the generated bytes */
+    size_t gn, gcap;
+    long long lines, generated, want, cap;
+    const char *reason;  /* why the rollout ended; NULL while it runs */
+} scene;
+
+/* Read scene SC (consumed), the JSON line WHERE names, into *S: its fields,
+ * the truth of frames K+1 .. K+F, the prompt (the header and frames 1..K)
+ * and the fittable test (the text through frame K+F fits the context). */
+static void scene_open(const options *o, const gk_modelfile *mf, jv sc, const char *where,
+                       scene *s)
 {
     const int K = o->prompt_frames, F = o->frames, seq = mf->cfg.model.seq_len;
-    const gk_tok *tok = mf->tok;
-    jv type = field(jv_copy(sc), "type", JV_KIND_STRING, where);
-    jv split = field(jv_copy(sc), "split", JV_KIND_STRING, where);
-    jv index = field(jv_copy(sc), "scene", JV_KIND_NUMBER, where);
+    *s = (scene){0};
+    s->type = field(jv_copy(sc), "type", JV_KIND_STRING, where);
+    s->split = field(jv_copy(sc), "split", JV_KIND_STRING, where);
+    s->index = field(jv_copy(sc), "scene", JV_KIND_NUMBER, where);
     jv text = field(jv_copy(sc), "text", JV_KIND_STRING, where);
     jv truth = field(jv_copy(sc), "truth", JV_KIND_OBJECT, where);
     jv world = field(jv_copy(truth), "world", JV_KIND_ARRAY, where);
     jv frames = field(jv_copy(truth), "frames", JV_KIND_ARRAY, where);
-    const char *sp = jv_string_value(split);
-    int heldout = !strcmp(sp, "heldout");
-    if (!heldout && strcmp(sp, "trained"))
+    const char *sp = jv_string_value(s->split);
+    s->heldout = !strcmp(sp, "heldout");
+    if (!s->heldout && strcmp(sp, "trained"))
         gk_die("%s: field split: expected \"trained\" or \"heldout\", found \"%s\"", where, sp);
-    double wh[2];
-    truth_point(jv_copy(world), wh, where, -1, -1);
-    if (!(wh[0] > 0 && wh[1] > 0))
+    truth_point(jv_copy(world), s->wh, where, -1, -1);
+    if (!(s->wh[0] > 0 && s->wh[1] > 0))
         gk_die("%s: field truth.world: expected a positive width and height, found %g, %g",
-               where, wh[0], wh[1]);
+               where, s->wh[0], s->wh[1]);
 
-    /* The prompt: the header and frames 1..K; the text through frame K+F is
-     * what the model would see if it wrote the truth (the fittable test). */
     const char *t = jv_string_value(text);
     size_t len = (size_t)jv_string_length_bytes(jv_copy(text)), p = 0, prompt_len = 0;
-    int nobj = gk_phys_header(t, len, &p);
+    int nobj = s->nobj = gk_phys_header(t, len, &p);
     if (nobj < 1)
         gk_die("%s: field text: expected a phys-gen scene (a header with objects, then Frame "
                "lines), found %s", where, nobj < 0 ? "no Frame line" : "no object");
@@ -475,82 +561,118 @@ static void physics_scene(const options *o, const gk_modelfile *mf, gk_gen *g, j
     if (jv_array_length(jv_copy(frames)) < K + F)
         gk_die("%s: field truth.frames: expected at least %d frames, found %d", where, K + F,
                jv_array_length(jv_copy(frames)));
-    double *tr = gk_malloc((size_t)F * nobj * 2 * sizeof *tr), *err = gk_malloc((size_t)F * sizeof *err);
+    s->tr = gk_malloc((size_t)F * nobj * 2 * sizeof *s->tr);
     for (int j = 0; j < F; j++) { /* generated frame j+1 is frame K+j+1: truth.frames[K+j] */
         jv fr = jv_array_get(jv_copy(frames), K + j);
         if (jv_get_kind(fr) != JV_KIND_ARRAY || jv_array_length(jv_copy(fr)) != nobj)
             gk_die("%s: field truth.frames[%d]: expected %d points (the header's objects), "
                    "found other JSON", where, K + j, nobj);
         for (int i = 0; i < nobj; i++)
-            truth_point(jv_array_get(jv_copy(fr), i), tr + ((size_t)j * nobj + i) * 2, where,
+            truth_point(jv_array_get(jv_copy(fr), i), s->tr + ((size_t)j * nobj + i) * 2, where,
                         K + j, i);
         jv_free(fr);
     }
-    gk_ids ids = {0}, full = {0};
-    int bos = (int)gk_tok_bos(tok);
-    gk_ids_push(&ids, (uint16_t)bos);
-    gk_ids_push(&full, (uint16_t)bos);
+    gk_ids full = {0};
+    const gk_tok *tok = mf->tok;
+    gk_ids_push(&s->ids, (uint16_t)gk_tok_bos(tok));
+    gk_ids_push(&full, (uint16_t)gk_tok_bos(tok));
     gk_encoder *enc = gk_encoder_new(tok);
-    gk_encode_text(enc, (const uint8_t *)t, prompt_len, &ids);
+    gk_encode_text(enc, (const uint8_t *)t, prompt_len, &s->ids);
     gk_encode_text(enc, (const uint8_t *)t, p, &full);
     gk_encoder_free(enc);
-    int fittable = full.n <= (size_t)seq;
+    s->truth_tokens = full.n;
+    s->fittable = full.n <= (size_t)seq;
+    gk_ids_free(&full);
+    /* greedy rollout until F frames' lines are written (F (NOBJ + 1)
+     * newlines), a BOS, a full context, or the cap of 64 tokens a line */
+    s->want = (long long)F * (nobj + 1), s->cap = 64 * s->want;
+    if (s->ids.n > (size_t)seq)
+        s->reason = "prompt_too_long";
+    jv_free(text), jv_free(truth), jv_free(world), jv_free(frames), jv_free(sc);
+}
 
-    /* Greedy rollout until F frames' lines are written (F (NOBJ + 1)
-     * newlines), a BOS, a full context, or the cap of 64 tokens a line. */
-    char *gen = NULL;
-    size_t gn = 0, gcap = 0;
-    long long lines = 0, generated = 0, want = (long long)F * (nobj + 1), cap = 64 * want;
-    const char *reason = "prompt_too_long";
-    if (ids.n <= (size_t)seq) {
-        gk_gen_reset(g);
-        float *logits = NULL;
-        for (size_t i = 0; i < ids.n; i++)
-            logits = gk_gen_step(g, ids.v[i]);
-        for (;;) {
-            int id = gk_argmax(logits, mf->cfg.model.vocab);
-            generated++;
-            if (id == bos) {
-                reason = "bos";
-                break;
-            }
-            if (gn + tok->len[id] + 1 > gcap) {
-                gcap = 2 * (gn + tok->len[id] + 1);
-                gen = gk_realloc(gen, gcap);
-            }
-            for (uint32_t b = 0; b < tok->len[id]; b++)
-                lines += (gen[gn++] = (char)tok->bytes[id][b]) == '\n';
-            if (lines >= want) {
-                reason = "frames";
-                break;
-            }
-            const char *limit = limit_reason(g, generated, cap);
-            if (limit) {
-                reason = limit;
-                break;
-            }
-            logits = gk_gen_step(g, id);
-        }
+/* Scene S, in stream I of D, after the step that gave LOGITS at its newest
+ * position: past the prompt, take the greedy token, append its bytes, and
+ * end the rollout (s->reason) at a BOS, at the last wanted line or at a
+ * limit; else it is the next token to feed. */
+static void scene_advance(const gk_modelfile *mf, const decoder *d, int i, scene *s,
+                          const float *logits)
+{
+    const gk_tok *tok = mf->tok;
+    if (s->fed < s->ids.n)
+        return;
+    int id = gk_argmax(logits, mf->cfg.model.vocab);
+    s->generated++;
+    if (id == (int)gk_tok_bos(tok)) {
+        s->reason = "bos";
+        return;
     }
-    int good = gk_phys_score(gen ? gen : "", gn, K + 1, F, nobj, tr, wh, err);
+    if (s->gn + tok->len[id] + 1 > s->gcap) {
+        s->gcap = 2 * (s->gn + tok->len[id] + 1);
+        s->gen = gk_realloc(s->gen, s->gcap);
+    }
+    for (uint32_t b = 0; b < tok->len[id]; b++)
+        s->lines += (s->gen[s->gn++] = (char)tok->bytes[id][b]) == '\n';
+    if (s->lines >= s->want)
+        s->reason = "frames";
+    else
+        s->reason = limit_reason(d, i, s->generated, s->cap);
+    s->next = id;
+}
 
+/* Roll out the N scenes SC together, scene i in stream i of D: each step
+ * feeds every running scene its next token (prompt tokens first, then what
+ * it generated), one row each; *FED counts the tokens fed. */
+static void rollout(const gk_modelfile *mf, decoder *d, scene *sc, int n, long long *fed)
+{
+    int *streams = gk_malloc((size_t)n * sizeof *streams);
+    int *tokens = gk_malloc((size_t)n * sizeof *tokens);
+    for (int i = 0; i < n; i++)
+        dec_reset(d, i);
+    for (;;) {
+        int rows = 0;
+        for (int i = 0; i < n; i++) {
+            scene *s = &sc[i];
+            if (s->reason)
+                continue;
+            streams[rows] = i;
+            tokens[rows++] = s->fed < s->ids.n ? s->ids.v[s->fed++] : s->next;
+        }
+        if (!rows)
+            break;
+        const float *logits = dec_step(d, rows, streams, tokens);
+        *fed += rows;
+        for (int r = 0; r < rows; r++)
+            scene_advance(mf, d, streams[r], &sc[streams[r]], logits + (size_t)r * d->V);
+    }
+    free(streams);
+    free(tokens);
+}
+
+/* Score scene S's rollout: one JSON line on stdout, the errors into SUM;
+ * frees the scene. */
+static void scene_close(const options *o, scene *s, summary *sum)
+{
+    const int K = o->prompt_frames, F = o->frames;
+    double *err = gk_malloc((size_t)F * sizeof *err);
+    int good = gk_phys_score(s->gen ? s->gen : "", s->gn, K + 1, F, s->nobj, s->tr, s->wh, err);
     jv r = jv_object();
-    r = jv_object_set(r, jv_string("scene"), jv_copy(index));
-    r = jv_object_set(r, jv_string("type"), jv_copy(type));
-    r = jv_object_set(r, jv_string("split"), jv_copy(split));
-    r = jv_object_set(r, jv_string("fittable"), jv_bool(fittable));
+    r = jv_object_set(r, jv_string("scene"), jv_copy(s->index));
+    r = jv_object_set(r, jv_string("type"), jv_copy(s->type));
+    r = jv_object_set(r, jv_string("split"), jv_copy(s->split));
+    r = jv_object_set(r, jv_string("fittable"), jv_bool(s->fittable));
     r = jv_object_set(r, jv_string("malformed_at"), good < F ? jv_number(good + 1) : jv_null());
     jv ea = jv_array();
     for (int j = 0; j < F; j++)
         ea = jv_array_append(ea, isnan(err[j]) ? jv_null() : jv_number(round4(err[j])));
     r = jv_object_set(r, jv_string("err"), ea);
-    r = jv_object_set(r, jv_string("prompt_tokens"), jv_number((double)ids.n));
-    r = jv_object_set(r, jv_string("truth_tokens"), jv_number((double)full.n));
-    r = jv_object_set(r, jv_string("generated"), jv_number((double)generated));
-    r = jv_object_set(r, jv_string("stop_reason"), jv_string(reason));
+    r = jv_object_set(r, jv_string("prompt_tokens"), jv_number((double)s->ids.n));
+    r = jv_object_set(r, jv_string("truth_tokens"), jv_number((double)s->truth_tokens));
+    r = jv_object_set(r, jv_string("generated"), jv_number((double)s->generated));
+    r = jv_object_set(r, jv_string("stop_reason"), jv_string(s->reason));
     gk_emit(stdout, r);
 
-    const char *name = jv_string_value(type);
+    const char *name = jv_string_value(s->type);
     int ti = 0;
     while (ti < sum->ntypes && strcmp(sum->types[ti].name, name))
         ti++;
@@ -558,22 +680,20 @@ static void physics_scene(const options *o, const gk_modelfile *mf, gk_gen *g, j
         sum->types = gk_realloc(sum->types, (size_t)(ti + 1) * sizeof *sum->types);
         type_acc *a = &sum->types[sum->ntypes++];
         a->name = gk_strdup(name);
-        a->heldout = heldout;
+        a->heldout = s->heldout;
         bucket_init(&a->b[0], F);
         bucket_init(&a->b[1], F);
     }
-    for (int fit = 0; fit <= fittable; fit++) {
+    for (int fit = 0; fit <= s->fittable; fit++) {
         bucket_add(&sum->types[ti].b[fit], err, F);
-        bucket_add(&sum->split[heldout][fit], err, F);
+        bucket_add(&sum->split[s->heldout][fit], err, F);
         bucket_add(&sum->total[fit], err, F);
     }
-    free(gen);
-    free(tr);
     free(err);
-    gk_ids_free(&ids);
-    gk_ids_free(&full);
-    jv_free(type), jv_free(split), jv_free(index), jv_free(text), jv_free(truth);
-    jv_free(world), jv_free(frames), jv_free(sc);
+    free(s->gen);
+    free(s->tr);
+    gk_ids_free(&s->ids);
+    jv_free(s->type), jv_free(s->split), jv_free(s->index);
 }
 
 /* --physics: every scene of the JSONL file, then the summary line. */
@@ -587,8 +707,11 @@ static void score_physics(const options *o, const gk_modelfile *mf)
             bucket_init(&sum.split[h][f], o->frames);
     bucket_init(&sum.total[0], o->frames);
     bucket_init(&sum.total[1], o->frames);
-    gk_gen *g = gk_gen_new(&mf->l, mf->params, mf->cfg.model.seq_len);
-    long long lineno = 0;
+    decoder d = dec_new(mf, o->batch, o->cuda);
+    scene *group = gk_calloc((size_t)o->batch, sizeof *group);
+    int ng = 0;
+    long long lineno = 0, fed = 0;
+    double t0 = gk_now();
     for (size_t p = 0; p < n;) {
         char *nl = memchr(file + p, '\n', n - p);
         size_t end = nl ? (size_t)(nl - file) : n;
@@ -603,10 +726,17 @@ static void score_physics(const options *o, const gk_modelfile *mf)
                 gk_die("%s: expected a phys-gen JSON object, found %s", where,
                        jv_get_kind(sc) == JV_KIND_INVALID ? "invalid JSON"
                                                          : jv_kind_name(jv_get_kind(sc)));
-            physics_scene(o, mf, g, sc, where, &sum);
+            scene_open(o, mf, sc, where, &group[ng++]);
         }
         p = end + 1;
+        if (ng == o->batch || (p >= n && ng)) { /* a full group, or the last one */
+            rollout(mf, &d, group, ng, &fed);
+            for (int i = 0; i < ng; i++)
+                scene_close(o, &group[i], &sum);
+            ng = 0;
+        }
     }
+    double secs = gk_now() - t0;
     if (!sum.total[0].scenes)
         gk_die("%s: expected phys-gen JSON lines, found no scene", o->physics);
     jv types = jv_object(), reps = jv_array();
@@ -633,6 +763,11 @@ static void score_physics(const options *o, const gk_modelfile *mf)
     s = jv_object_set(s, jv_string("trained"), pair_json(sum.split[0], o));
     s = jv_object_set(s, jv_string("heldout"), pair_json(sum.split[1], o));
     s = jv_object_set(s, jv_string("types"), types);
+    s = jv_object_set(s, jv_string("device"), jv_string(o->cuda ? "cuda" : "cpu"));
+    s = jv_object_set(s, jv_string("batch"), jv_number(o->batch));
+    s = jv_object_set(s, jv_string("fed_tokens"), jv_number((double)fed));
+    s = jv_object_set(s, jv_string("tokens_per_s"),
+                      jv_number(secs > 0 ? round(fed / secs * 10) / 10 : 0));
     s = jv_object_set(s, jv_string("peak_rss_bytes"), jv_number((double)gk_peak_rss()));
     gk_emit(stdout, jv_object_set(jv_object(), jv_string("summary"), s));
     for (int i = 0; i < sum.ntypes; i++) {
@@ -646,7 +781,8 @@ static void score_physics(const options *o, const gk_modelfile *mf)
             bucket_free(&sum.split[h][f]);
     bucket_free(&sum.total[0]);
     bucket_free(&sum.total[1]);
-    gk_gen_free(g);
+    dec_free(&d);
+    free(group);
     free(file);
 }
 

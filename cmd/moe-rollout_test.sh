@@ -158,6 +158,29 @@ fails "--physics: a scene line without its fields" "bad.jsonl: line 1: field spl
 fails "--physics: scenes shorter than --prompt-frames + --frames" \
     "scenes.jsonl: line 1: field text: expected frame 13 " \
     ro "$tmp/m.pack" --physics "$tmp/scenes.jsonl" --prompt-frames 3 --frames 10
+# --batch: scenes rolled out together, each in its own stream of the decoder,
+# must give each scene the bytes it gets alone. A model with room for the
+# prompts (seq_len 256), so the rollouts really run, of different lengths.
+sed -e 's/"seq_len": 32/"seq_len": 256/' -e 's/batch_tokens": 256/batch_tokens": 512/g' \
+    -e 's/"steps": 8/"steps": 3/' "$tmp/tiny.json" > "$tmp/long.json"
+"$bin/moe-train" -q --threads 2 -c "$tmp/long.json" --train "$tmp/data/data_train_*.bin" \
+    --val "$tmp/data/data_val_*.bin" -t "$tmp/t.tok" -o "$tmp/ckl" > /dev/null
+"$bin/phys-gen" -q --types falling_balls,pendulum,orbit --scenes 5 --frames 4 --objects 1-1 \
+    --seed 3 -o "$tmp/small.jsonl"
+for b in 1 3; do
+    ro "$tmp/ckl/final.safetensors" -t "$tmp/t.tok" --physics "$tmp/small.jsonl" --frames 2 \
+        --batch $b > "$tmp/b$b.jsonl"
+done
+ok "--batch 3 and --batch 1: the same scene lines, and rollouts that ran" sh -c "
+    head -n 5 '$tmp/b1.jsonl' > '$tmp/b1.scenes' && head -n 5 '$tmp/b3.jsonl' > '$tmp/b3.scenes' &&
+    cmp '$tmp/b1.scenes' '$tmp/b3.scenes' &&
+    jq -s -e '[.[:5][] | select(.stop_reason != \"prompt_too_long\" and .generated > 0)] |
+              length >= 3' '$tmp/b1.jsonl' &&
+    tail -n 1 '$tmp/b3.jsonl' | jq -e '.summary | .batch == 3 and .device == \"cpu\" and
+              .fed_tokens > 0'"
+usage "--batch without --physics" "$tmp/m.pack" --batch 2
+fails "--device cuda in a build without CUDA (the sanitizer build)" \
+    "expected a build with the CUDA backend" ro "$tmp/m.pack" --device cuda --max-tokens 2
 usage "--physics with --prompt" "$tmp/m.pack" --physics "$tmp/scenes.jsonl" --prompt a
 usage "--report-frames beyond --frames" "$tmp/m.pack" --physics "$tmp/scenes.jsonl" --frames 5 \
     --report-frames 1,9

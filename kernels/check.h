@@ -24,6 +24,9 @@
 
 #include "cuda_util.h"
 #include "gemm.h"
+extern "C" {
+#include "model.h" /* lib/model.h: gk_layout */
+}
 
 /* The registry: one X(name) per check, run in this order. */
 #define GK_CHECKS(X) \
@@ -40,7 +43,8 @@
     X(attention)     \
     X(attention_tc)  \
     X(moe)           \
-    X(optim)
+    X(optim)         \
+    X(decode)
 
 typedef void (*gk_check_fn)(gk_cu_arena *arena);
 #define GK_CHECK_DECLARE(name) void gk_check_##name(gk_cu_arena *arena);
@@ -55,6 +59,12 @@ int gk_check_report(int pass, const char *file, int line, const char *fmt, ...)
 /* N normals of standard deviation SCALE from this run's generator, in a new
  * host array (free() it). Never all zeros; exact zeros have probability 0. */
 float *gk_check_randn(size_t n, double scale);
+/* A uniform-ish integer in 0..n-1 from the same generator. */
+int gk_check_rand_int(int n);
+/* The parameters of layout L: the initial ones of a random seed moved by
+ * N(0, 1/in) so that no path is dead (the projections start at zero), the
+ * buffers (router biases) N(0, 0.1^2). A new host array (free() it). */
+float *gk_check_random_params(const gk_layout *l);
 /* Round each of the N values to the nearest bf16 (ties to even), in place, so
  * the CPU reference sees exactly what a bf16 kernel input holds. */
 void gk_check_round_bf16(float *h, size_t n);

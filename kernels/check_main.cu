@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 #include <time.h>
 
 #include "check.h"
@@ -112,6 +113,30 @@ float *gk_check_randn(size_t n, double scale)
     for (size_t i = 0; i < n; i++)
         h[i] = (float)(scale * tap_normal());
     return h;
+}
+
+int gk_check_rand_int(int n)
+{
+    float *r = gk_check_randn(1, 1.0);
+    int v = (int)(fabsf(r[0]) * 7919.0f) % n;
+    free(r);
+    return v;
+}
+
+float *gk_check_random_params(const gk_layout *l)
+{
+    float *params = (float *)gk_check_xalloc(l->numel * sizeof *params);
+    gk_model_init_params(l, params, (uint64_t)gk_check_rand_int(1 << 30) + 1);
+    for (int j = 0; j < l->n_params; j++) {
+        const gk_param *p = &l->params[j];
+        float *r = gk_check_randn(p->numel, p->group == GK_GROUP_BUFFER
+                                                ? 0.1
+                                                : 1 / sqrt((double)p->shape[1]));
+        for (size_t i = 0; i < p->numel; i++)
+            params[p->offset + i] += r[i];
+        free(r);
+    }
+    return params;
 }
 
 unsigned short gk_check_f32_to_bf16_bits(float f)

@@ -14,10 +14,10 @@
  * - softmax: router row 3 is a copy of row 1, so experts 1 and 3 tie exactly
  *   on every token (both sides compute a logit the same way for equal rows):
  *   the tie goes to the lower index, on both sides.
- * - Block 0 of the softmax and token layouts has its experts' tensors off a
- *   multiple of 8 elements (after q_gain's 4 and no router bias), so those
- *   cases take moe.cu's aligned-copy path; block 1 of the sigmoid_bias
- *   layout, checked there, does not (the line says which).
+ * - Blocks 0 and 1 are checked: q_gain (4 here) and the router bias
+ *   before the experts would put their tensors off a multiple of 8 elements
+ *   but for the layout's padding (GK_TENSOR_ALIGN); the line gives the
+ *   experts' offset.
  *
  * Same numbers on both sides: x, dy and every parameter are rounded to bf16
  * first (gk_check_round_bf16), so the GPU's bf16 copies of x and of the
@@ -74,33 +74,7 @@ static double delta_err(const float *got, const float *want, const float *init, 
     return e;
 }
 
-/* A uniform-ish integer in 0..n-1 from the check's normal generator. */
-static int rand_int(int n)
-{
-    float *r = gk_check_randn(1, 1.0);
-    int v = (int)(fabsf(r[0]) * 7919.0f) % n;
-    free(r);
-    return v;
-}
-
 enum { NTOK = 300 };
-
-/* The parameters of layout L: the initial ones of a random seed moved by
- * N(0, 1/in) so that no path is dead (the projections start at zero), the
- * buffers (router biases) N(0, 0.1^2). A new host array. */
-static float *random_params(const gk_layout *l)
-{
-    float *params = (float *)gk_check_xalloc(l->numel * sizeof *params);
-    gk_model_init_params(l, params, (uint64_t)rand_int(1 << 30) + 1);
-    for (int j = 0; j < l->n_params; j++) {
-        const gk_param *p = &l->params[j];
-        float *r = gk_check_randn(p->numel, p->group == GK_GROUP_BUFFER ? 0.1 : 1 / sqrt((double)p->shape[1]));
-        for (size_t i = 0; i < p->numel; i++)
-            params[p->offset + i] += r[i];
-        free(r);
-    }
-    return params;
-}
 
 /* Whether token row xr [C] has a near-tie at the top_k boundary of its
  * router keys, computed in double (see the file comment). */
@@ -148,7 +122,7 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
     size_t P = l.numel, NC = (size_t)N * C;
 
     /* parameters */
-    float *params = random_params(&l);
+    float *params = gk_check_random_params(&l);
     if (t->router_bias >= 0)
         params[l.params[t->router_bias].offset + (size_t)E - 1] = -10;
     if (router == GK_ROUTER_SOFTMAX) {
@@ -171,13 +145,13 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
         }
     int *tokens = (int *)gk_check_xalloc((size_t)N * sizeof *tokens);
     for (int n = 0; n < N; n++)
-        tokens[n] = rand_int(c.model.vocab);
+        tokens[n] = gk_check_rand_int(c.model.vocab);
     float *dy = gk_check_randn(NC, 1.0);
     gk_check_round_bf16(dy, NC);
     float *dx0 = gk_check_randn(NC, 1.0), *grads0 = gk_check_randn(P, 1.0);
     int64_t load0[4];
     for (int e = 0; e < E; e++)
-        load0[e] = rand_int(100);
+        load0[e] = gk_check_rand_int(100);
 
     /* the CPU */
     float *y = (float *)gk_check_xalloc(NC * sizeof *y), *dx = (float *)gk_check_xalloc(NC * sizeof *dx);
@@ -216,9 +190,9 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
           name, took, plan);
     int load_ok = memcmp(gload[0], load, (size_t)E * sizeof *load) == 0;
     size_t off = l.params[t->fc[0]].offset;
-    GK_OK(load_ok, "moe %s, block %d (experts at offset %zu: %s), N %d E %d S %d top_k %d: load "
+    GK_OK(load_ok, "moe %s, block %d (experts at offset %zu), N %d E %d S %d top_k %d: load "
           "(+=) %lld %lld %lld %lld, CPU %lld %lld %lld %lld (%d rows redrawn off near-ties)",
-          name, b, off, off % 8 ? "aligned copy" : "in place", N, E, c.moe.n_shared, c.moe.top_k,
+          name, b, off, N, E, c.moe.n_shared, c.moe.top_k,
           (long long)gload[0][0] - load0[0], (long long)gload[0][1] - load0[1],
           (long long)gload[0][2] - load0[2], (long long)gload[0][3] - load0[3],
           (long long)(load[0] - load0[0]), (long long)(load[1] - load0[1]),
@@ -257,7 +231,7 @@ static void check_case(gk_cu_arena *arena, gk_gemm *g, gk_router router, gk_acti
     int L = c.model.n_layer;
     int64_t *bl = (int64_t *)gk_check_xalloc((size_t)L * E * sizeof *bl);
     for (int i = 0; i < L * E; i++)
-        bl[i] = i < E ? 7 : rand_int(50);
+        bl[i] = i < E ? 7 : gk_check_rand_int(50);
     float *d_p = gk_check_up(arena, params, P);
     long long *d_bl = (long long *)gk_check_up_bytes(arena, bl, (size_t)L * E * sizeof *bl);
     gk_moe_router_update(&l, params, bl, 1e-3);
@@ -311,7 +285,7 @@ static void time_golf(gk_gemm *g)
     }
     gk_cu_arena a;
     gk_cu_arena_reserve(&a, need);
-    float *params = random_params(&l), *x = gk_check_randn((size_t)N * C, 1.0);
+    float *params = gk_check_random_params(&l), *x = gk_check_randn((size_t)N * C, 1.0);
     float *d_params = gk_check_up(&a, params, P);
     gk_bf16 *d_wbf = (gk_bf16 *)gk_check_upload(&a, params, P, GK_OUT_BF16);
     float *d_x = gk_check_up(&a, x, (size_t)N * C);

@@ -131,6 +131,21 @@ static inline void gk_cu_arena_reset(gk_cu_arena *a) { a->used = 0; }
 
 static inline size_t gk_cu_arena_peak(const gk_cu_arena *a) { return a->peak; }
 
+/* A memory plan is carved twice by the same code: against a counting carver
+ * (arena NULL), which only adds up the aligned sizes, to reserve the arena
+ * once; then against the reserved arena. So the plan and the layout cannot
+ * drift apart. */
+typedef struct {
+    gk_cu_arena *arena; /* NULL: counting */
+    size_t bytes;
+} gk_cu_carver;
+
+static inline void *gk_cu_carve(gk_cu_carver *c, size_t bytes)
+{
+    c->bytes = (c->bytes + GK_CU_ALIGN - 1) / GK_CU_ALIGN * GK_CU_ALIGN + bytes;
+    return c->arena ? gk_cu_arena_alloc(c->arena, bytes) : NULL;
+}
+
 /* Give the reservation back. */
 static inline void gk_cu_arena_release(gk_cu_arena *a)
 {

@@ -829,6 +829,27 @@ cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N,
     return cudaGetLastError();
 }
 
+/* x = mix[0] xin + mix[1] x0 per channel. model_impl.h forms resid_mix as
+ * two scale-adds into zeros; 0 + a is a, so one pass gives the same
+ * roundings without the clear and the second read-modify-write. */
+__global__ void resid_mix_k(float *x, const float *xin, const float *x0, const float *mix,
+                            size_t n, int C)
+{
+    GK_GRID_STRIDE(i, n)
+    {
+        int c = (int)(i % (size_t)C);
+        x[i] = __fadd_rn(__fmul_rn(mix[c], xin[i]), __fmul_rn(mix[C + c], x0[i]));
+    }
+}
+
+cudaError_t gk_cu_resid_mix(float *x, const float *xin, const float *x0, const float *mix,
+                            int N, int C, cudaStream_t stream)
+{
+    size_t n = (size_t)N * C;
+    resid_mix_k<<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(x, xin, x0, mix, n, C);
+    return cudaGetLastError();
+}
+
 /* Pass 1 of ds, fused with dx += s dy when dx is wanted, so dy is read once
  * for both (the two passes apart moved 5 arrays' worth of bytes, this one 4;
  * 2 for ds alone). With SET, d(x) = s dy is written instead (dx not read),

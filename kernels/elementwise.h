@@ -96,6 +96,11 @@ cudaError_t gk_cu_softcap_ce(float *dz, double *losses, double *mean, const floa
 /* y[n,c] += s[c/group] x[n,c], as gk_scale_add_fwd_f32. */
 cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N, int C,
                                 int group, cudaStream_t stream);
+/* resid_mix: x[n,c] = mix[c] xin[n,c] + mix[C+c] x0[n,c] (mix [2,C]), what
+ * model_impl.h computes as two gk_scale_add_fwd_f32 into zeros, with the
+ * same roundings. x must not alias xin or x0. */
+cudaError_t gk_cu_resid_mix(float *x, const float *xin, const float *x0, const float *mix,
+                            int N, int C, cudaStream_t stream);
 /* Backward, as gk_scale_add_bwd_f32: dx += s dy (dx may be NULL), ds[j] +=
  * sum of x dy over its channels (ds may be NULL). ds is reduced in two
  * passes: partial sums of fixed chunks of rows per channel (in double; each

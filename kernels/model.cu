@@ -28,6 +28,7 @@
 #include "elementwise.h"
 #include "gemm.h"
 #include "moe.h"
+#include "modeldev.h"
 #include "optim.h"
 
 extern "C" {
@@ -80,18 +81,9 @@ struct gk_gpu {
 
 /* ---- the memory plan ---------------------------------------------------------- */
 
-/* Carving: against the real arena, or against a counting one (base NULL)
- * that only adds up the aligned sizes. */
-typedef struct {
-    gk_cu_arena *arena; /* NULL: counting */
-    size_t bytes;
-} carver;
-
-static void *carve(carver *c, size_t bytes)
-{
-    c->bytes = (c->bytes + GK_CU_ALIGN - 1) / GK_CU_ALIGN * GK_CU_ALIGN + bytes;
-    return c->arena ? gk_cu_arena_alloc(c->arena, bytes) : NULL;
-}
+/* The plan is carved twice (cuda_util.h's gk_cu_carver): counting, then real. */
+typedef gk_cu_carver carver;
+static void *carve(carver *c, size_t bytes) { return gk_cu_carve(c, bytes); }
 static float *carve_f(carver *c, size_t n) { return (float *)carve(c, n * sizeof(float)); }
 static gk_bf16 *carve_b(carver *c, size_t n) { return (gk_bf16 *)carve(c, n * sizeof(gk_bf16)); }
 
@@ -182,11 +174,38 @@ static void ema_runs(gk_gpu *g)
     }
 }
 
-gk_gpu *gk_gpu_new(const gk_layout *l, int B, int T, int train, const char *prog)
+void gk_cu_model_open(const gk_layout *l, const char *prog, char *name, size_t len)
 {
     const char *why;
     if (!gk_cu_device_count(&why))
         gk_die("%s: expected a usable CUDA device, found none (%s)", prog, why);
+    const gk_config *c = &l->cfg;
+    int C = c->model.d_model, KVD = c->model.n_kv_head * gk_config_head_dim(c);
+    int F = gk_config_expert_hidden(c), V = c->model.vocab;
+    if (!gk_gemm_dims_ok(C, C) || !gk_gemm_dims_ok(C, KVD) || !gk_gemm_dims_ok(C, V) ||
+        !gk_gemm_dims_ok(F, l->fc_rows))
+        gk_die("%s: expected d_model, kv width, vocab and hidden widths that are multiples "
+               "of 8 (bf16 tensor cores), found %d, %d, %d, %d", prog, C, KVD, V, F);
+    int dev;
+    cudaDeviceProp p;
+    GK_CU(cudaGetDevice(&dev));
+    GK_CU(cudaGetDeviceProperties(&p, dev));
+    snprintf(name, len, "%s, sm_%d%d", p.name, p.major, p.minor);
+}
+
+void gk_cu_rope_upload(float *cos, float *sin, int T, const gk_config *c, cudaStream_t stream)
+{
+    size_t half = (size_t)T * gk_config_rope_dims(c) / 2;
+    float *cs = (float *)gk_malloc(2 * half * sizeof(float));
+    gk_rope_table_f32(cs, cs + half, T, gk_config_rope_dims(c), c->model.rope_base);
+    GK_CU(cudaMemcpyAsync(cos, cs, half * sizeof(float), cudaMemcpyHostToDevice, stream));
+    GK_CU(cudaMemcpyAsync(sin, cs + half, half * sizeof(float), cudaMemcpyHostToDevice, stream));
+    GK_CU(cudaStreamSynchronize(stream));
+    free(cs);
+}
+
+gk_gpu *gk_gpu_new(const gk_layout *l, int B, int T, int train, const char *prog)
+{
     const gk_config *c = &l->cfg;
     gk_gpu *g = (gk_gpu *)gk_calloc(1, sizeof *g);
     g->l = l, g->B = B, g->T = T;
@@ -197,16 +216,7 @@ gk_gpu *gk_gpu_new(const gk_layout *l, int B, int T, int train, const char *prog
     g->cap = c->model.logit_softcap;
     g->tc = g->D == 32 || g->D == 64 || g->D == 128;
     g->ema_on = train && c->train.ema_decay > 0;
-    if (!gk_gemm_dims_ok(g->C, g->C) || !gk_gemm_dims_ok(g->C, g->KV * g->D) ||
-        !gk_gemm_dims_ok(g->C, g->V) || !gk_gemm_dims_ok(g->F, g->FR))
-        gk_die("%s: expected d_model, kv width, vocab and hidden widths that are multiples "
-               "of 8 (bf16 tensor cores), found %d, %d, %d, %d", prog, g->C, g->KV * g->D,
-               g->V, g->F);
-    int dev;
-    cudaDeviceProp p;
-    GK_CU(cudaGetDevice(&dev));
-    GK_CU(cudaGetDeviceProperties(&p, dev));
-    snprintf(g->name, sizeof g->name, "%s, sm_%d%d", p.name, p.major, p.minor);
+    gk_cu_model_open(l, prog, g->name, sizeof g->name);
     GK_CU(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
     g->blk = (block_acts *)gk_calloc((size_t)g->L, sizeof *g->blk);
     g->xskip = (float **)gk_calloc((size_t)l->n_skip + 1, sizeof *g->xskip);
@@ -232,12 +242,7 @@ gk_gpu *gk_gpu_new(const gk_layout *l, int B, int T, int train, const char *prog
         g->opt = gk_cu_optim_new(l, &g->arena, &g->gemm);
     ema_runs(g);
 
-    float *cs = (float *)gk_malloc((size_t)T * g->R * sizeof(float));
-    gk_rope_table_f32(cs, cs + (size_t)T * g->R / 2, T, g->R, c->model.rope_base);
-    GK_CU(cudaMemcpy(g->cos, cs, (size_t)T * g->R / 2 * sizeof(float), cudaMemcpyHostToDevice));
-    GK_CU(cudaMemcpy(g->sin, cs + (size_t)T * g->R / 2, (size_t)T * g->R / 2 * sizeof(float),
-                     cudaMemcpyHostToDevice));
-    free(cs);
+    gk_cu_rope_upload(g->cos, g->sin, T, c, g->stream);
     return g;
 }
 
@@ -310,18 +315,6 @@ __global__ void ema_kernel(float *ema, const float *p, size_t n, float d, float 
 {
     GK_GRID_STRIDE(i, n)
         ema[i] = __fadd_rn(__fmul_rn(d, ema[i]), __fmul_rn(e, p[i]));
-}
-
-/* x = mix[0] xin + mix[1] x0 per channel: resid_mix, which model_impl.h
- * forms as two scale-adds into zeros; 0 + a is a, so the roundings are the
- * same, in one pass instead of a clear and two. */
-__global__ void mix_kernel(float *x, const float *xin, const float *x0, const float *mix,
-                           size_t n, int C)
-{
-    GK_GRID_STRIDE(i, n) {
-        int c = (int)(i % (size_t)C);
-        x[i] = __fadd_rn(__fmul_rn(mix[c], xin[i]), __fmul_rn(mix[C + c], x0[i]));
-    }
 }
 
 /* y = s[c / group] x into fp32 Y and/or bf16 YB (NULL: not written): a
@@ -398,8 +391,7 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
     cudaStream_t s = g->stream;
     float *x = a->xout;
     const float *mix = P(g, b, GK_BLK_RESID_MIX);
-    mix_kernel<<<gk_cu_grid(NC, 256), 256, 0, s>>>(x, a->xin, g->x0, mix, NC, C);
-    GK_CU(cudaGetLastError());
+    GK_CU(gk_cu_resid_mix(x, a->xin, g->x0, mix, N, C, s));
     GK_CU(gk_cu_rmsnorm_fwd(a->ln1, a->ln1_b, a->rstd1, x, N, C, GK_RMSNORM_EPS, s));
     gk_gemm_linear_fwd(&g->gemm, a->qn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_Q), N, C, C, 0);
     gk_gemm_linear_fwd(&g->gemm, a->kn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_K), N, C, KVD, 0);

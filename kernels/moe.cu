@@ -76,8 +76,6 @@ struct gk_cu_moe {
     int act;                  /* gk_activation */
     int learned, sigmoid, token; /* a router weight; its bias; the token router */
     int n_sort, n_rchunk;     /* chunks of the sort, of the router gradient */
-    size_t span0, span;       /* the experts' tensors: first element, elements */
-    int staged;               /* expert tensors not 16-byte aligned: copy the span */
     /* device */
     int *sel, *slot_row, *start, *cnt;           /* [NK] x2, [E+1], [E, n_sort] */
     float *gate, *dgate, *score, *dz;            /* [NK] x2; [N,E] logits (sigmoid
@@ -85,8 +83,6 @@ struct gk_cu_moe {
     double *rpart;                               /* [n_rchunk, E, C] */
     gk_bf16 *xg, *hact, *dout, *dhpre;           /* [R,C], [R,F], [R,C], [R,FR] */
     float *hpre, *out, *dhact;                   /* [R,FR], [R,C] (dxg in the bwd), [R,F] */
-    gk_bf16 *wstage;                             /* [span] when staged */
-    float *gstage;                               /* [span] when staged */
     /* host */
     int *hstart;                                 /* [E+1] the forward's row offsets */
     const float *x, *params;                     /* of the last forward */
@@ -711,19 +707,6 @@ static void setup(gk_cu_moe *m, const gk_layout *l, int b, int N)
     m->token = c->moe.router == GK_ROUTER_TOKEN;
     m->n_sort = (m->NK + SORT_CHUNK - 1) / SORT_CHUNK;
     m->n_rchunk = (N + ROUTER_CHUNK - 1) / ROUTER_CHUNK;
-    /* The experts' tensors, one span (add_moe puts them one after another);
-     * staged when any of them starts off a multiple of 8 elements. */
-    size_t lo = (size_t)-1, hi = 0;
-    m->staged = 0;
-    for (int j = 0; j < m->E + m->S; j++) {
-        const gk_param *p[2] = {&l->params[m->t->fc[j]], &l->params[m->t->proj[j]]};
-        for (int i = 0; i < 2; i++) {
-            lo = p[i]->offset < lo ? p[i]->offset : lo;
-            hi = p[i]->offset + p[i]->numel > hi ? p[i]->offset + p[i]->numel : hi;
-            m->staged |= p[i]->offset % 8 != 0;
-        }
-    }
-    m->span0 = lo, m->span = hi - lo;
 }
 
 /* *ptr = N elements carved from A, or NULL when A is NULL (counting only);
@@ -750,8 +733,6 @@ static size_t plan(gk_cu_moe *m, gk_cu_arena *a)
     take(&m->xg, R * C, a, &t), take(&m->hact, R * F, a, &t);
     take(&m->dout, R * C, a, &t), take(&m->dhpre, R * FR, a, &t);
     take(&m->hpre, R * FR, a, &t), take(&m->out, R * C, a, &t), take(&m->dhact, R * F, a, &t);
-    take(&m->wstage, m->staged ? m->span : 0, a, &t);
-    take(&m->gstage, m->staged ? m->span : 0, a, &t);
     return t;
 }
 
@@ -801,18 +782,16 @@ extern "C" void gk_cu_moe_free(gk_cu_moe *m)
     free(m);
 }
 
-/* The bf16 weight, the fp32 gradient of tensor IDX (an expert's), in the
- * caller's buffer or in the aligned copy of the span. */
+/* The bf16 weight, the fp32 gradient of tensor IDX (an expert's): 16-byte
+ * aligned, as every tensor of the layout (GK_TENSOR_ALIGN). */
 static const gk_bf16 *expert_w(const gk_cu_moe *m, int idx)
 {
-    size_t off = m->l->params[idx].offset;
-    return m->staged ? m->wstage + (off - m->span0) : m->wbf + off;
+    return m->wbf + m->l->params[idx].offset;
 }
 
-static float *expert_g(const gk_cu_moe *m, float *grads, int idx)
+static float *expert_g(float *grads, const gk_cu_moe *m, int idx)
 {
-    size_t off = m->l->params[idx].offset;
-    return m->staged ? m->gstage + (off - m->span0) : grads + off;
+    return grads + m->l->params[idx].offset;
 }
 
 /* ---- the passes ----------------------------------------------------------------- */
@@ -851,9 +830,6 @@ extern "C" void gk_cu_moe_fwd(gk_cu_moe *m, gk_gemm *g, float *y, const float *x
     else
         gather_k<1><<<warps_grid((size_t)N), THREADS, 0, st>>>(m->xg, x, m->slot_row, N, C, S, K);
     GK_CU(cudaGetLastError());
-    if (m->staged)
-        GK_CU(cudaMemcpyAsync(m->wstage, wbf + m->span0, m->span * sizeof *wbf,
-                              cudaMemcpyDeviceToDevice, st));
     /* the counts size the GEMMs: the one wait of the pass */
     GK_CU(cudaStreamSynchronize(st));
     for (int j = 0; j < E + S; j++) {
@@ -897,9 +873,6 @@ extern "C" void gk_cu_moe_bwd(gk_cu_moe *m, gk_gemm *g, float *dx, float *grads,
                                                      m->gate, m->score, m->sel, m->slot_row,
                                                      N, C, E, S, K, m->learned, m->sigmoid);
     GK_CU(cudaGetLastError());
-    if (m->staged)
-        GK_CU(cudaMemcpyAsync(m->gstage, grads + m->span0, m->span * sizeof *grads,
-                              cudaMemcpyDeviceToDevice, st));
     for (int j = 0; j < E + S; j++) {
         size_t r0 = j < E ? (size_t)m->hstart[j] : (size_t)NK + (size_t)(j - E) * N;
         int rows = j < E ? m->hstart[j + 1] - m->hstart[j] : N;
@@ -907,7 +880,7 @@ extern "C" void gk_cu_moe_bwd(gk_cu_moe *m, gk_gemm *g, float *dx, float *grads,
             continue;
         gk_gemm_linear_bwd_dx(g, m->dhact + r0 * F, GK_OUT_F32, m->dout + r0 * C,
                               expert_w(m, m->t->proj[j]), rows, F, C, 0);
-        gk_gemm_linear_bwd_dw(g, expert_g(m, grads, m->t->proj[j]), GK_OUT_F32,
+        gk_gemm_linear_bwd_dw(g, expert_g(grads, m, m->t->proj[j]), GK_OUT_F32,
                               m->dout + r0 * C, m->hact + r0 * F, rows, F, C, 1);
     }
     if (F % 8 == 0)
@@ -927,12 +900,9 @@ extern "C" void gk_cu_moe_bwd(gk_cu_moe *m, gk_gemm *g, float *dx, float *grads,
             continue;
         gk_gemm_linear_bwd_dx(g, dxg + r0 * C, GK_OUT_F32, m->dhpre + r0 * FR,
                               expert_w(m, m->t->fc[j]), rows, C, FR, 0);
-        gk_gemm_linear_bwd_dw(g, expert_g(m, grads, m->t->fc[j]), GK_OUT_F32,
+        gk_gemm_linear_bwd_dw(g, expert_g(grads, m, m->t->fc[j]), GK_OUT_F32,
                               m->dhpre + r0 * FR, m->xg + r0 * C, rows, C, FR, 1);
     }
-    if (m->staged)
-        GK_CU(cudaMemcpyAsync(grads + m->span0, m->gstage, m->span * sizeof *grads,
-                              cudaMemcpyDeviceToDevice, st));
     const float *wr = m->learned ? m->params + m->l->params[m->t->router].offset : NULL;
     const float *dz = m->learned ? m->dz : NULL;
     if (C % 4 == 0 && al16(dx))

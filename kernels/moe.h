@@ -30,14 +30,10 @@
  * a CUDA graph; the backward reuses the counts and does not wait.
  *
  * Memory: everything is carved from the arena by gk_cu_moe_new (the sizes of
- * gk_cu_moe_bytes), nothing is allocated in the passes. When the layout puts
- * the experts' tensors at an offset that is not a multiple of 8 elements
- * (the q_gain and router_bias vectors before them are n_head and E long),
- * their bf16 weights and fp32 gradients are not 16-byte aligned, which the
- * GEMMs require; the block then keeps an aligned copy of its expert span
- * (weights copied in each forward, gradients copied in and out around the
- * backward's products). When n_head (plus E for sigmoid_bias) is a multiple
- * of 8, as in the baseline's 8 heads, no block needs the copy.
+ * gk_cu_moe_bytes), nothing is allocated in the passes. The experts' bf16
+ * weights and fp32 gradients are read in place: the layout starts every
+ * tensor at a multiple of 8 elements (GK_TENSOR_ALIGN in lib/model.h), the
+ * 16 bytes the GEMMs need.
  *
  * Determinism: no floating-point atomics. Each sum is done by one thread in a
  * fixed order or by a warp shuffle tree of fixed shape, and the GEMMs see the

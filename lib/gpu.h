@@ -80,6 +80,39 @@ double gk_gpu_step(gk_gpu *g, double lr_scale, double *norm, int64_t *load);
 double gk_gpu_forward_rows(gk_gpu *g, int B, const int *tokens, const int *targets,
                            double *losses);
 
+/* ---- decoding (kernels/decode.cu): what moe-rollout --device cuda runs ----
+ *
+ * A gk_gpu_dec is lib/generate.h's KV-cache decoder on the device, for S
+ * independent streams (sequences) at once: a step feeds one token to each of
+ * n <= S chosen streams, as n rows of one batch (each block's products are
+ * [n, in] x W^T, each row attends over its own stream's cache), so scenes
+ * decoded together share every weight read. Each stream holds up to T_MAX
+ * tokens (1 .. seq_len; 0 means seq_len) and does not slide, as gk_gen.
+ * Products are bf16 with fp32 accumulation, as in training; the rest
+ * (norms, rotary, the attention over the fp32 cache, the softcap) is fp32,
+ * so logits agree with gk_gen_step's to bf16 tolerance (kernels/
+ * check_decode.cu states and checks it). Memory is one arena sized at
+ * creation (gk_gpu_dec_plan_bytes). */
+typedef struct gk_gpu_dec gk_gpu_dec;
+
+/* A decoder of layout L with the float weights PARAMS [l->numel] (copied to
+ * the device; the host copy may go), every stream empty. */
+gk_gpu_dec *gk_gpu_dec_new(const gk_layout *l, const float *params, int streams, int t_max,
+                           const char *prog);
+void gk_gpu_dec_free(gk_gpu_dec *d);
+const char *gk_gpu_dec_device_name(const gk_gpu_dec *d);
+size_t gk_gpu_dec_plan_bytes(const gk_gpu_dec *d);
+
+/* Feed TOKENS[i] to stream STREAMS[i] (distinct, 0 .. S-1) for i < N, at
+ * each stream's next position, and return the softcapped logits [N][vocab]
+ * of those rows in that order (a host buffer of the decoder's, valid until
+ * the next step; the caller may change it, as a sampler's penalties do). Dies when a stream is full or an argument is out of
+ * range. */
+float *gk_gpu_dec_step(gk_gpu_dec *d, int n, const int *streams, const int *tokens);
+/* Tokens in stream S's cache; empty it (a new sequence from position 0). */
+int gk_gpu_dec_pos(const gk_gpu_dec *d, int s);
+void gk_gpu_dec_reset(gk_gpu_dec *d, int s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -46,3 +46,20 @@ double gk_gpu_forward_rows(gk_gpu *g, int B, const int *tokens, const int *targe
     (void)g, (void)B, (void)tokens, (void)targets, (void)losses;
     UNREACHABLE;
 }
+
+gk_gpu_dec *gk_gpu_dec_new(const gk_layout *l, const float *params, int streams, int t_max,
+                           const char *prog)
+{
+    (void)l, (void)params, (void)streams, (void)t_max;
+    no_cuda(prog);
+}
+void gk_gpu_dec_free(gk_gpu_dec *d) { (void)d; }
+const char *gk_gpu_dec_device_name(const gk_gpu_dec *d) { (void)d; UNREACHABLE; }
+size_t gk_gpu_dec_plan_bytes(const gk_gpu_dec *d) { (void)d; UNREACHABLE; }
+float *gk_gpu_dec_step(gk_gpu_dec *d, int n, const int *streams, const int *tokens)
+{
+    (void)d, (void)n, (void)streams, (void)tokens;
+    UNREACHABLE;
+}
+int gk_gpu_dec_pos(const gk_gpu_dec *d, int s) { (void)d, (void)s; UNREACHABLE; }
+void gk_gpu_dec_reset(gk_gpu_dec *d, int s) { (void)d, (void)s; UNREACHABLE; }

@@ -38,9 +38,10 @@ static int add(gk_layout *l, int *cap, gk_param_group group, gk_param_init init,
     p->ndim = cols ? 2 : 1;
     p->shape[0] = rows, p->shape[1] = cols ? cols : 1;
     p->numel = (size_t)rows * p->shape[1];
-    p->offset = l->numel;
+    p->offset = (l->numel + GK_TENSOR_ALIGN - 1) / GK_TENSOR_ALIGN * GK_TENSOR_ALIGN;
     p->group = group, p->init = init, p->init_arg = arg;
-    l->numel += p->numel;
+    l->numel = p->offset + p->numel;
+    l->n_weights += p->numel;
     if (group == GK_GROUP_BUFFER)
         l->n_buffer += p->numel;
     return l->n_params++;

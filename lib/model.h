@@ -80,6 +80,14 @@ typedef struct {
     int *fc, *proj;          /* [E + S]: the routed experts, then the shared ones */
 } gk_moe_block;
 
+/* Every tensor starts at a multiple of GK_TENSOR_ALIGN elements of the flat
+ * buffer: 32 bytes in fp32, 16 in a bf16 copy, what the GPU's vector loads
+ * and cuBLASLt's bf16 tensor-core products need of every operand (a
+ * 4-element q_gain would otherwise shift every tensor after it). The
+ * padding between tensors holds zeros, belongs to no tensor and is never
+ * trained or written to a file (checkpoints store tensors by name). */
+#define GK_TENSOR_ALIGN 8
+
 /* Where everything is. Tensors are in the order tok_emb.weight, then each
  * block's GK_BLK_* tensors in enum order (with the gk_moe_block tensors in
  * place of mlp.fc and mlp.proj in a MoE model), then skip_weights (absent
@@ -88,7 +96,8 @@ typedef struct {
     gk_config cfg;
     int n_params;      /* tensors */
     gk_param *params;  /* [n_params] */
-    size_t numel;      /* elements of the whole buffer */
+    size_t numel;      /* elements of the whole buffer, padding included */
+    size_t n_weights;  /* elements of the tensors: numel less the padding */
     int tok_emb, skip_weights, lm_head; /* indices into params; -1 when absent */
     int *blocks;       /* [n_layer][GK_BLK_COUNT] indices into params */
     /* U-Net split as train_gpt.py's GPT: n_enc = n_layer / 2 blocks push their

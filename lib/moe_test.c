@@ -258,7 +258,7 @@ static void counts(void)
     for (int b = 0; b < c.model.n_layer; b++)
         skipped += (int64_t)(c.moe.n_experts - c.moe.top_k) *
                    (int64_t)(l.params[l.moe[b].fc[0]].numel + l.params[l.moe[b].proj[0]].numel);
-    int64_t mine = (int64_t)(l.numel - l.n_buffer);
+    int64_t mine = (int64_t)(l.n_weights - l.n_buffer);
     ok(mine == total && mine - skipped == active && l.n_buffer == (size_t)(4 * 8),
        "moe.json: %lld trained parameters (gk_config_params %lld), %lld active (%lld), "
        "%zu buffer elements", (long long)mine, (long long)total, (long long)(mine - skipped),
@@ -280,9 +280,10 @@ static void counts(void)
     c = tiny(4, 1, 1, GK_ROUTER_TOKEN);
     gk_layout_init(&l, &c);
     gk_config_params(&c, &total, &active);
-    ok((int64_t)l.numel == total && l.n_buffer == 0 && l.moe[0].router < 0 &&
+    ok((int64_t)l.n_weights == total && l.n_buffer == 0 && l.moe[0].router < 0 &&
            !gk_layout_find(&l, "blocks.0.moe.router.weight"),
-       "token router: no router weight, no bias, %zu parameters = gk_config_params", l.numel);
+       "token router: no router weight, no bias, %zu parameters = gk_config_params",
+       l.n_weights);
     gk_layout_free(&l);
 }
 
