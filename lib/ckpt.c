@@ -149,6 +149,7 @@ static void read_tensor(const gk_st *st, const char *name, const gk_param *p, fl
 
 void gk_ckpt_read_params(const gk_ckpt *c, const gk_layout *l, float *params)
 {
+    memset(params, 0, l->numel * sizeof *params); /* the padding between tensors (model.h) */
     for (int i = 0; i < l->n_params; i++)
         read_tensor(c->st, l->params[i].name, &l->params[i], params + l->params[i].offset);
 }

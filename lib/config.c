@@ -292,9 +292,27 @@ static int apply_value(gk_config *c, const key *k, jv v, err_t *e)
     return rc;
 }
 
+/* S as it can appear in a one-line message: control bytes as \xNN (a key
+ * in a file may hold "\n"); cut to fit OUT [N]. */
+static const char *shown(const char *s, char *out, size_t n)
+{
+    size_t o = 0;
+    for (; *s && o + 5 < n; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 0x20 || c == 0x7f)
+            o += (size_t)snprintf(out + o, n - o, "\\x%02x", c);
+        else
+            out[o++] = (char)c;
+    }
+    out[o] = 0;
+    return out;
+}
+
 static int unknown(const char *name, bool top, err_t *e)
 {
-    return fail(e, "field %s: unknown key; did you mean %s?", name, nearest(name, top));
+    char s[256];
+    return fail(e, "field %s: unknown key; did you mean %s?", shown(name, s, sizeof s),
+                nearest(name, top));
 }
 
 /* Apply every key of ROOT (consumed), a {"model":{..},"moe":{..},"train":{..}}
@@ -320,7 +338,9 @@ static int apply_object(gk_config *c, jv root, err_t *e)
             rc = unknown(sname, true, e);
         } else if (jv_get_kind(sv) != JV_KIND_OBJECT) {
             describe(sv, found, sizeof found);
-            rc = fail(e, "field %s: expected an object, found %s", sname, found);
+            char s[256];
+            rc = fail(e, "field %s: expected an object, found %s", shown(sname, s, sizeof s),
+                      found);
         } else {
             for (int j = jv_object_iter(sv); rc == 0 && jv_object_iter_valid(sv, j);
                  j = jv_object_iter_next(sv, j)) {
@@ -377,10 +397,10 @@ void gk_config_set(gk_config *c, const char *assignment, const char *where)
 {
     const char *eq = strchr(assignment, '=');
     size_t klen = eq ? (size_t)(eq - assignment) : 0;
-    char name[128];
+    char name[128], s[256];
     if (!eq || klen == 0 || klen >= sizeof name)
         gk_die("%s: expected SECTION.KEY=VALUE (e.g. model.n_layer=4), found \"%s\"", where,
-               assignment);
+               shown(assignment, s, sizeof s));
     snprintf(name, sizeof name, "%.*s", (int)klen, assignment);
     err_t e = {""};
     const key *k = find_key(name);

@@ -200,9 +200,12 @@ static void jsonl_line(gk_corpus *cp, const uint8_t *s, size_t n)
     jv v = jv_parse_sized((const char *)s, (int)n);
     if (!jv_is_valid(v)) {
         jv msg = jv_invalid_get_msg(v);
+        const char *m = jv_get_kind(msg) == JV_KIND_STRING ? jv_string_value(msg) : "?";
+        /* libjq appends the line itself as "(while parsing '...')": drop it,
+         * since it may hold a carriage return and the message is one line. */
+        const char *cut = strstr(m, " (while parsing '");
         char why[200];
-        snprintf(why, sizeof why, "%s",
-                 jv_get_kind(msg) == JV_KIND_STRING ? jv_string_value(msg) : "?");
+        snprintf(why, sizeof why, "%.*s", cut ? (int)(cut - m) : (int)strlen(m), m);
         jv_free(msg);
         gk_die("%s: line %llu: expected a JSON object, found invalid JSON (%s)", name,
                (unsigned long long)cp->line, why);

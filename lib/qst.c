@@ -207,6 +207,8 @@ static gk_qst *parse(gk_st *st)
     jv quant = jv_parse(qtext);
     held_jv held = {quant, jv_null()};
     gk_cleanup_push(held_free, &held);
+    held_jv held = {quant, jv_null()};
+    gk_cleanup_push(held_free, &held);
     if (jv_get_kind(quant) != JV_KIND_OBJECT)
         gk_die("%s: field __metadata__ \"golfkit.quant\": expected a JSON object, found "
                "\"%.40s\"", path, qtext);
@@ -251,6 +253,7 @@ void gk_qst_dequantize(const gk_qst *q, const gk_layout *l, float *params)
     if (l->n_params != q->l.n_params || l->numel != q->l.numel)
         gk_die("gk_qst_dequantize: expected the layout of the file's config (%d tensors), "
                "found one of %d", q->l.n_params, l->n_params);
+    memset(params, 0, l->numel * sizeof *params); /* the padding between tensors (model.h) */
     for (int i = 0; i < l->n_params; i++)
         gk_qtensor_dequantize(&q->t[i], params + l->params[i].offset);
 }
