@@ -32,12 +32,13 @@ if [ "${1:-}" = --one ]; then
     dir=$top/build/fuzz/run/$name
     mkdir -p "$dir/corpus" "$dir/crashes"
     cp "$top/testdata/fuzz/$name"/* "$dir/corpus/"
+    touch "$dir/started"
     start=$(date +%s)
     "$top/build/fuzz/bin/$name" -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 \
         -close_fd_mask=3 -print_final_stats=1 -artifact_prefix="$dir/crashes/" \
         "$dir/corpus" > "$dir/log" 2>&1
     echo $? > "$dir/status"
-    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log")
+    runs=$(grep -a '^stat::number_of_executed_units:' "$dir/log" | sed 's/.*: *//')
     echo "$(($(date +%s) - start)) ${runs:-0}" >> "$dir/runs"
     exit 0
 fi
@@ -59,15 +60,15 @@ printf '%-12s %7s %10s %8s %6s %7s %7s %8s  %s\n' harness seconds runs execs/s c
 found=0
 for n in $names; do
     dir=$top/build/fuzz/run/$n
-    last=$(grep 'cov: ' "$dir/log" | tail -n 1)
+    last=$(grep -a 'cov: ' "$dir/log" | tail -n 1)
     field() { echo "$last" | sed -n "s/.* $1: *\([0-9]*\).*/\1/p"; }
-    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$dir/log")
+    rate=$(grep -a '^stat::average_exec_per_sec:' "$dir/log" | sed 's/.*: *//')
     set -- $(tail -n 1 "$dir/runs")
     total=$(awk '{s += $1} END {print s}' "$dir/runs")
-    crash=$(ls "$dir/crashes" | head -n 1)
+    crash=$(find "$dir/crashes" -type f -newer "$dir/started" | head -n 1)
     status=$(cat "$dir/status" 2>/dev/null || echo none)
     if [ -n "$crash" ]; then
-        result="FOUND build/fuzz/run/$n/crashes/$crash"
+        result="FOUND ${crash#"$top"/}"
         found=1
     elif [ "$status" != 0 ]; then
         result="FAILED (exit $status; see build/fuzz/run/$n/log)"

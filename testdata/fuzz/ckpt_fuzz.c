@@ -7,8 +7,10 @@
  * and the tensor table. The parameter buffers are only allocated when the
  * file is large enough to hold them in float32 (else the tensors cannot all
  * be there): a config naming a huge model must not make the harness ask for
- * gigabytes before the reader refuses the file. A checkpoint that loads must
- * hold finite numbers only (gk_st_read_f32 refuses the others). */
+ * gigabytes before the reader refuses the file. The buffers are filled with
+ * NaN before each read, which must leave finite numbers in every tensor
+ * (gk_st_read_f32 refuses the others) and zeros in the padding between
+ * tensors (model.h). */
 #include "fuzz.h"
 #include "ckpt.h"
 #include "optim.h"
@@ -21,11 +23,21 @@ static void ckpt_close(void *c) { gk_ckpt_close(c); }
 static void layout_free(void *l) { gk_layout_free(l); }
 static void optim_free(void *o) { gk_optim_free(o); }
 
-static void check_finite(const float *x, size_t n, const char *what)
+/* Every element of W [L->numel], filled with NaN before the read: every
+ * tensor finite, and the padding between tensors written with zeros
+ * (model.h). */
+static void check_read(const gk_layout *l, const float *w, const char *what)
 {
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(x[i]))
-            fuzz_fail("%s element %zu: expected a finite number, found %g", what, i, x[i]);
+    for (size_t i = 0; i < l->numel; i++)
+        if (!isfinite(w[i]))
+            fuzz_fail("%s element %zu of %zu: expected a finite number, found %g", what, i,
+                      l->numel, w[i]);
+    for (int i = 0; i < l->n_params; i++)
+        for (size_t k = l->params[i].offset + l->params[i].numel;
+             k < (i + 1 < l->n_params ? l->params[i + 1].offset : l->numel); k++)
+            if (w[k] != 0)
+                fuzz_fail("%s element %zu: expected 0 in the padding after %s, found %g", what, k,
+                          l->params[i].name, w[k]);
 }
 
 static void load(void *arg)
@@ -39,11 +51,15 @@ static void load(void *arg)
     if (l.numel <= in->size / sizeof(float)) {
         float *w = malloc(l.numel * sizeof *w + 1);
         gk_cleanup_push(free, w);
+        for (size_t i = 0; i < l.numel; i++)
+            w[i] = NAN;
         gk_ckpt_read_params(c, &l, w);
-        check_finite(w, l.numel, "parameter");
+        check_read(&l, w, "parameter");
         if (gk_ckpt_has_ema(c, &l)) {
+            for (size_t i = 0; i < l.numel; i++)
+                w[i] = NAN;
             gk_ckpt_read_ema(c, &l, w);
-            check_finite(w, l.numel, "EMA weight");
+            check_read(&l, w, "EMA weight");
         }
         gk_optim *o = gk_optim_new(&l);
         gk_cleanup_push(optim_free, o);

@@ -15,28 +15,61 @@
 #include <unistd.h>
 
 static jmp_buf *landing;
+static int status;
+/* While a reader runs, stderr is a memory stream, and this is the real one. */
+static FILE *real_stderr;
 
-static _Noreturn void back(int status)
+static _Noreturn void back(int code)
 {
-    (void)status;
+    status = code;
     longjmp(*landing, 1);
+}
+
+/* What a reader said on stderr (SAID [LEN]): one line "fuzz: ..." when it
+ * died with exit status 1 (README: a one-line error), nothing otherwise. */
+static void check_said(const char *said, size_t len, int died)
+{
+    if (!died && len)
+        fuzz_fail("expected a reader that returned to print nothing, found \"%s\"", said);
+    if (died && (status != 1 || len < 7 || strncmp(said, "fuzz: ", 6) != 0 ||
+                 strcspn(said, "\r\n") != len - 1 || said[len - 1] != '\n'))
+        fuzz_fail("expected exit status 1 and a one-line error, found status %d and \"%s\"",
+                  status, said);
+}
+
+/* FN(ARG) under the hook: 1 when it died. */
+static int run(void (*fn)(void *), void *arg)
+{
+    jmp_buf here;
+    landing = &here;
+    if (setjmp(here))
+        return 1;
+    fn(arg);
+    return 0;
 }
 
 int fuzz_try(void (*fn)(void *), void *arg)
 {
-    jmp_buf here;
+    static char *said;
+    static size_t len;
     if (landing)
         fuzz_fail("fuzz_try: expected one at a time, found a nested call");
     gk_set_prog("fuzz");
     gk_set_die_hook(back);
-    landing = &here;
-    if (setjmp(here)) {
-        landing = NULL;
-        return 1;
+    real_stderr = stderr;
+    if (!(stderr = open_memstream(&said, &len))) {
+        stderr = real_stderr;
+        fuzz_fail("open_memstream: expected a stream, found an error");
     }
-    fn(arg);
+    int died = run(fn, arg);
     landing = NULL;
-    return 0;
+    fclose(stderr);
+    stderr = real_stderr;
+    real_stderr = NULL;
+    fputs(said, stderr);
+    check_said(said, len, died);
+    free(said);
+    return died;
 }
 
 const char *fuzz_file(const void *data, size_t size)
@@ -57,6 +90,8 @@ const char *fuzz_file(const void *data, size_t size)
 void fuzz_fail(const char *fmt, ...)
 {
     va_list ap;
+    if (real_stderr)
+        stderr = real_stderr;
     va_start(ap, fmt);
     fputs("fuzz: property broken: ", stderr);
     vfprintf(stderr, fmt, ap);

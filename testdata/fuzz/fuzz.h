@@ -12,8 +12,9 @@
  * readers and the harness pushed with gk_cleanup_push, and comes back to
  * fuzz_try by longjmp, so the process goes on to the next input with nothing
  * leaked. A refused input is the expected outcome for most mutations; what
- * counts as a finding is a sanitizer report, a timeout, an out-of-memory, or
- * a broken property that a harness checks with fuzz_fail. */
+ * counts as a finding is a sanitizer report, a timeout, an out-of-memory, an
+ * error message of more than one line, or a broken property that a harness
+ * checks with fuzz_fail. */
 #ifndef GK_FUZZ_H
 #define GK_FUZZ_H
 
@@ -23,7 +24,10 @@
 /* libFuzzer's entry point, defined by each harness. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Call FN(ARG): 0 when it returned, 1 when it died (gk_die or gk_usage). */
+/* Call FN(ARG): 0 when it returned, 1 when it died (gk_die or gk_usage).
+ * What it prints on stderr is held back and checked, then shown: a die must
+ * have exit status 1 and one line, "fuzz: " and the message (README: every
+ * tool fails with a one-line error); a return, nothing. */
 int fuzz_try(void (*fn)(void *), void *arg);
 
 /* A path naming a regular file that holds DATA [SIZE], for the readers that

@@ -6,8 +6,10 @@
  * table) and the integer codes and scales. The reader checks every tensor
  * against the config before it allocates for it, so the float buffer here is
  * bounded by the file (at most 8 values a byte, the binary scheme). A model
- * that loads must dequantize to finite numbers only: the reader refuses
- * non-finite scales and passthrough values, and codes are in range. */
+ * that loads must dequantize, into a buffer filled with NaN, to finite
+ * numbers only, padding between tensors included (zeros): the reader
+ * refuses non-finite scales and passthrough values, and codes are in
+ * range. */
 #include "fuzz.h"
 #include "qst.h"
 #include "util.h"
@@ -26,15 +28,17 @@ static void load(void *arg)
     gk_layout l;
     gk_layout_init(&l, gk_qst_config(q));
     gk_cleanup_push(layout_free, &l);
-    if (l.numel > 8 * in->size + 8)
+    if (l.n_weights > 8 * in->size)
         fuzz_fail("expected at most 8 values a byte of the file, found %zu values in %zu bytes",
-                  l.numel, in->size);
+                  l.n_weights, in->size);
     float *w = malloc(l.numel * sizeof *w + 1);
     gk_cleanup_push(free, w);
+    for (size_t i = 0; i < l.numel; i++)
+        w[i] = NAN;
     gk_qst_dequantize(q, &l, w);
     for (size_t i = 0; i < l.numel; i++)
         if (!isfinite(w[i]))
-            fuzz_fail("weight %zu: expected a finite number, found %g", i, w[i]);
+            fuzz_fail("weight %zu of %zu: expected a finite number, found %g", i, l.numel, w[i]);
     gk_cleanup_pop(w);
     free(w);
     gk_cleanup_pop(&l);
