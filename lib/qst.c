@@ -207,8 +207,6 @@ static gk_qst *parse(gk_st *st)
     jv quant = jv_parse(qtext);
     held_jv held = {quant, jv_null()};
     gk_cleanup_push(held_free, &held);
-    held_jv held = {quant, jv_null()};
-    gk_cleanup_push(held_free, &held);
     if (jv_get_kind(quant) != JV_KIND_OBJECT)
         gk_die("%s: field __metadata__ \"golfkit.quant\": expected a JSON object, found "
                "\"%.40s\"", path, qtext);
