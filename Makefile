@@ -14,7 +14,8 @@
 #   make bench-train-cpu  moe-train's CPU rate against this machine's sgemm
 #   make bench-train-cuda moe-train's GPU rate and MFU against PyTorch (GPU machine)
 #   make parity-cuda  moe-train's val loss against PyTorch's, within seed noise (GPU machine)
-#   make bench-rollout moe-rollout --physics decoding rate, CPU against GPU (GPU machine)
+#   make bench-rollout moe-rollout's generation rate on 2 threads against the sgemv bound,
+#                   and on the GPU (with --physics --batch) when there is one
 #   make bench-pack artifact size and quantization tax on the record's model
 #   make fuzz FUZZ_SECONDS=N  build the libFuzzer harness of every reader with
 #                   clang (build/fuzz/bin/) and run each for N seconds (default
@@ -181,8 +182,9 @@ bench-train-cuda: all
 parity-cuda: all
 	sh pipelines/parity-cuda.sh
 
-# On the GPU machine: moe-rollout --physics on the CPU and on the GPU at
-# several --batch sizes, same scenes, one table.
+# Generation on 2 CPU threads for the physics record's model and a golf
+# model against the fp32 sgemv bound; with a GPU, the same on it and the
+# --physics scoring at several --batch sizes.
 bench-rollout: all
 	sh pipelines/bench-rollout.sh
 

@@ -334,6 +334,21 @@ static const char *limit_reason(const decoder *d, int s, long long generated, lo
 
 /* Generate from the prompt, streaming to stdout; the statistics line at the
  * end (unless -q). */
+/* The mean floating-point operations of one decoding step at positions
+ * FIRST .. LAST of the model of C: 2 per active weight (the products of one
+ * row: q, k, v, proj, the chosen experts' or the dense MLP, the head), and
+ * the attention over the t + 1 cached rows at position t, 2 (H D) (t + 1)
+ * for the scores and as many for the sum of values, per layer. The norms,
+ * rotary and the softcap are left out (a few per width, not per weight). */
+static double decode_flops(const gk_config *c, long long first, long long last)
+{
+    int64_t total, active;
+    gk_config_params(c, &total, &active);
+    double hd = (double)c->model.n_head * gk_config_head_dim(c);
+    double mean_rows = (first + last) / 2.0 + 1;
+    return 2.0 * (double)active + 4.0 * hd * mean_rows * c->model.n_layer;
+}
+
 static void generate_text(const options *o, const gk_modelfile *mf)
 {
     const gk_tok *tok = mf->tok;
@@ -392,6 +407,8 @@ static void generate_text(const options *o, const gk_modelfile *mf)
         r = jv_object_set(r, jv_string("prompt_s"), jv_number(round((t1 - t0) * 1e3) / 1e3));
         r = jv_object_set(r, jv_string("tokens_per_s"),
                           jv_number(secs > 0 ? round(generated / secs * 10) / 10 : 0));
+        r = jv_object_set(r, jv_string("flops_per_token"),
+                          jv_number(round(decode_flops(&mf->cfg, n - generated, n - 1))));
         r = jv_object_set(r, jv_string("peak_rss_bytes"), jv_number((double)gk_peak_rss()));
         gk_emit(stderr, r);
     }

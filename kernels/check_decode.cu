@@ -21,8 +21,8 @@
  * make the blocks amplify it. Each row's error is relative per element,
  * floored by the row's RMS (gk_check_rel_err). Over the first runs on an
  * H100 the worst row of a case measured 1.4e-2 to 4.8e-2 (the MoE's SwiGLU
- * rounds two more inputs), the mean over rows a few 1e-3: the bounds are
- * 1e-1 for the worst row and 1.5e-2 for the mean. A wrong position, stream
+ * rounds two more inputs), the mean over rows 0.9e-2 to 1.1e-2: the bounds
+ * are 1e-1 for the worst row and 2e-2 for the mean. A wrong position, stream
  * or cache slot gives an O(1) error on most rows, which the mean catches. */
 #include <math.h>
 #include <stdint.h>
@@ -94,9 +94,9 @@ static void check_case(int moe, const char *name)
     }
     int full = gk_gpu_dec_pos(gpu, 0) == SEQ && gk_gen_room(cpu[0]) == 0;
     double mean = sum / (double)rows;
-    GK_OK(worst <= 1e-1 && mean <= 1.5e-2 && full && rows == SEQ + 23 + 31 + 17,
+    GK_OK(worst <= 1e-1 && mean <= 2e-2 && full && rows == SEQ + 23 + 31 + 17,
           "decode %s: %ld rows of 3 streams (one reset) against gk_gen, rel err max %.2e <= "
-          "1e-1, mean %.2e <= 1.5e-2, stream 0 full at %d", name, rows, worst, mean, SEQ);
+          "1e-1, mean %.2e <= 2e-2, stream 0 full at %d", name, rows, worst, mean, SEQ);
 
     gk_gpu_dec_free(gpu);
     for (int s = 0; s < STREAMS; s++)

@@ -1,9 +1,13 @@
-/* sgemm_rate: the ceiling that bench-train-cpu compares moe-train against,
- * OpenBLAS's single-precision matrix product rate on this machine.
+/* sgemm_rate: the ceilings that the benchmarks compare against, OpenBLAS's
+ * single-precision product rates on this machine: the matrix product that
+ * bench-train-cpu measures moe-train by, and, with M = 1, the matrix-vector
+ * product (cblas_sgemv) that bounds one-token-at-a-time fp32 inference, the
+ * llama2.c way, which bench-rollout measures moe-rollout by.
  *
  * usage: sgemm_rate THREADS M N K [REPEATS]
- * Times REPEATS products C[M,N] = A[M,K] B[K,N]^T after one warm-up and
- * prints one JSON line: {"m","n","k","threads","gflops"} (2MNK flops each). */
+ * Times REPEATS products C[M,N] = A[M,K] B[K,N]^T (M = 1: y[N] = B[N,K] x)
+ * after one warm-up and prints one JSON line: {"m","n","k","threads","gflops"}
+ * (2MNK flops each). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,10 +41,16 @@ int main(int argc, char **argv)
         a[i] = (float)(i % 13) * 0.01f;
     for (size_t i = 0; i < (size_t)n * k; i++)
         b[i] = (float)(i % 7) * 0.01f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, a, k, b, k, 0, c, n);
-    double t0 = now();
-    for (int r = 0; r < reps; r++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, a, k, b, k, 0, c, n);
+    double t0 = 0;
+    for (int r = -1; r < reps; r++) { /* r = -1: the warm-up */
+        if (r == 0)
+            t0 = now();
+        if (m == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1, b, k, a, 1, 0, c, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1, a, k, b, k, 0, c,
+                        n);
+    }
     double dt = now() - t0;
     printf("{\"m\":%d,\"n\":%d,\"k\":%d,\"threads\":%d,\"gflops\":%.2f}\n", m, n, k, threads,
            2.0 * m * n * k * reps / dt / 1e9);
