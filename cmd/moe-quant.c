@@ -330,11 +330,11 @@ int main(int argc, char **argv)
         struct stat sb;
         jv r = jv_object();
         r = jv_object_set(r, jv_string("event"), jv_string("summary"));
-        r = jv_object_set(r, jv_string("params"), jv_number((double)(l.numel - l.n_buffer)));
-        r = jv_object_set(r, jv_string("weights"), jv_number((double)l.numel));
+        r = jv_object_set(r, jv_string("params"), jv_number((double)(l.n_weights - l.n_buffer)));
+        r = jv_object_set(r, jv_string("weights"), jv_number((double)l.n_weights));
         r = jv_object_set(r, jv_string("total_bytes"), jv_number(payload));
         r = jv_object_set(r, jv_string("mean_bits_per_weight"),
-                          jv_number(8 * payload / (double)l.numel));
+                          jv_number(8 * payload / (double)l.n_weights));
         r = jv_object_set(r, jv_string("file_bytes"),
                           jv_number(stat(o.out, &sb) == 0 ? (double)sb.st_size : 0));
         gk_emit(stdout, r);
