@@ -103,7 +103,7 @@ void fuzz_fail(const char *fmt, ...)
 /* libjq 1.6 (Debian 12's) leaks one string when a JSON string follows a
  * complete value without a separator ('["a" "b"]': value() in jv_parse.c
  * returns "Expected separator between values" without freeing the new
- * string; jq 1.7 frees it). The harnesses are linked with
+ * string; upstream jq frees it now). The harnesses are linked with
  * --wrap=jv_parse_sized,--wrap=jv_parse (Makefile), so every JSON text the
  * readers parse comes here: it is parsed once with the leak checker off,
  * and only when that parse ends in that message is its result returned (its
