@@ -56,15 +56,17 @@ jobs=${2:-$(echo "$names" | wc -w)}
 echo "fuzz-all: $(echo "$names" | wc -w) harnesses, $secs s each, $jobs at a time" >&2
 echo "$names" | xargs -P "$jobs" -I{} sh "$0" --one {} "$secs"
 
+# field NAME LINE: the number after "NAME: " in a libFuzzer status line.
+field() { echo "$2" | sed -n "s/.* $1: *\([0-9]*\).*/\1/p"; }
+
 printf '%-12s %7s %10s %8s %6s %7s %7s %8s  %s\n' harness seconds runs execs/s cov ft corpus total_s result
 found=0
 for n in $names; do
     dir=$top/build/fuzz/run/$n
-    last=$(grep -a 'cov: ' "$dir/log" | tail -n 1)
-    field() { echo "$last" | sed -n "s/.* $1: *\([0-9]*\).*/\1/p"; }
-    rate=$(grep -a '^stat::average_exec_per_sec:' "$dir/log" | sed 's/.*: *//')
-    set -- $(tail -n 1 "$dir/runs")
-    total=$(awk '{s += $1} END {print s}' "$dir/runs")
+    last=$(grep -a 'cov: ' "$dir/log" 2>/dev/null | tail -n 1)
+    rate=$(grep -a '^stat::average_exec_per_sec:' "$dir/log" 2>/dev/null | sed 's/.*: *//')
+    set -- $(tail -n 1 "$dir/runs" 2>/dev/null) '?' '?'
+    total=$(awk '{s += $1} END {print s + 0}' "$dir/runs" 2>/dev/null)
     crash=$(find "$dir/crashes" -type f -newer "$dir/started" | head -n 1)
     status=$(cat "$dir/status" 2>/dev/null || echo none)
     if [ -n "$crash" ]; then
@@ -77,6 +79,6 @@ for n in $names; do
         result=ok
     fi
     printf '%-12s %7s %10s %8s %6s %7s %7s %8s  %s\n' "$n" "$1" "$2" "${rate:-?}" \
-        "$(field cov)" "$(field ft)" "$(ls "$dir/corpus" | wc -l)" "$total" "$result"
+        "$(field cov "$last")" "$(field ft "$last")" "$(ls "$dir/corpus" | wc -l)" "$total" "$result"
 done
 exit $found

@@ -10,6 +10,10 @@
 # crash-* inputs kept after a finding) are left alone.
 #
 #   sh testdata/fuzz/make-seeds.sh [BIN]     BIN: the tools (default bin/)
+#
+# Needs jq, zstd and xz (make deps installs them); the safetensors file of
+# every dtype comes from the unit test build/asan/test/safetensors when it is
+# there.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${1:-$top/bin}
@@ -17,8 +21,9 @@ out=$top/testdata/fuzz
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-# cut FILE N...: FILE's first N bytes, for each N, as FILE.cutN beside it.
-cut() {
+# truncations FILE N...: FILE's first N bytes, for each N, beside it as
+# NAME-cutN.EXT.
+truncations() {
     f=$1; shift
     for n in "$@"; do head -c "$n" "$f" > "${f%.*}-cut$n.${f##*.}"; done
 }
@@ -31,7 +36,7 @@ corpus=$top/testdata/golden/corpus.txt
 "$bin/phys-gen" -q -n 3 -s 7 --frames 6 --objects 1-3 --split all --text -o "$out/physparse/scenes.txt"
 "$bin/phys-gen" -q -n 2 -s 9 --frames 4 --objects 2-2 --types billiards --text \
     -o "$out/physparse/billiards.txt"
-cut "$out/physparse/scenes.txt" 200 333
+truncations "$out/physparse/scenes.txt" 200 333
 
 # Tokenizers: vocab 260 (3 merges) for the model; 300 in each pre-tokenizer mode.
 "$bin/tok-train" -q --vocab 260 -o "$out/tok/v260.tok" "$corpus"
@@ -39,19 +44,19 @@ for p in none ws digits; do
     "$bin/tok-train" -q --vocab 300 --pretok $p --special '<|eot|>' -o "$out/tok/v300-$p.tok" "$corpus"
 done
 cp "$top/testdata/golden/golden.tok" "$out/tok/golden.tok"
-cut "$out/tok/v300-ws.tok" 31 100 250
+truncations "$out/tok/v300-ws.tok" 31 100 250
 
 # Token streams: the corpus a document a line, and the phys-gen text.
 "$bin/tok-encode" -q -t "$out/tok/v260.tok" --doc-end line "$corpus" > "$out/tstream/lines.ts"
 "$bin/tok-encode" -q -t "$out/tok/v300-digits.tok" "$out/physparse/scenes.txt" > "$out/tstream/scenes.ts"
-cut "$out/tstream/lines.ts" 23 500
+truncations "$out/tstream/lines.ts" 23 500
 
 # Shards: val and train of the stream (golfkit extras), and a plain llm.c one.
 "$bin/shard" -q -o "$tmp/sh" --val-docs 3 "$out/tstream/lines.ts" > /dev/null
 cp "$tmp/sh/data_val_000000.bin" "$out/shard/val.bin"
 cp "$tmp/sh/data_train_000000.bin" "$out/shard/train.bin"
 cp "$top/testdata/shard/pg.bin" "$out/shard/plain.bin"
-cut "$out/shard/val.bin" 1000 1030
+truncations "$out/shard/val.bin" 1000 1030
 
 # Checkpoints: a dense and a MoE model, a few steps on those shards.
 cat > "$tmp/dense.json" <<'JSON'
@@ -72,7 +77,7 @@ done
 cp "$tmp/dense/ckpt_000000.safetensors" "$out/ckpt/dense-init.safetensors"
 cp "$tmp/dense/final.safetensors" "$out/ckpt/dense-final.safetensors"
 cp "$tmp/moe/final.safetensors" "$out/ckpt/moe-final.safetensors"
-cut "$out/ckpt/dense-init.safetensors" 8 600
+truncations "$out/ckpt/dense-init.safetensors" 8 600
 
 # safetensors: a checkpoint, the unit test's file of every dtype when built,
 # and one without the golfkit checksum, as Python writes them.
@@ -82,7 +87,7 @@ if [ -x "$st" ]; then ASAN_OPTIONS=detect_leaks=0 "$st" --write-all "$out/safete
 h='{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"I8","shape":[1,3],"data_offsets":[8,11]}}'
 { printf "\\$(printf %03o ${#h})\\0\\0\\0\\0\\0\\0\\0%s" "$h"; printf '\0\0\200\77\0\0\0\100\1\2\3'; } \
     > "$out/safetensors/python-style.safetensors"
-cut "$out/safetensors/python-style.safetensors" 50
+truncations "$out/safetensors/python-style.safetensors" 50
 
 # .qst: the dense model in each scheme and both layouts, the MoE one in int6.
 q() { # q NAME CKPT ARGS...: moe-quant CKPT with ARGS into qst/NAME.qst
@@ -95,7 +100,7 @@ q int4-clip "$out/ckpt/dense-final.safetensors" --matrix int4 --clip-search --em
 q ternary-bits "$out/ckpt/dense-final.safetensors" --matrix ternary --embed binary --layout bits
 q f32 "$out/ckpt/dense-final.safetensors" --matrix f32 --embed f32
 q moe-int6 "$out/ckpt/moe-final.safetensors"
-cut "$out/qst/int8.qst" 300
+truncations "$out/qst/int8.qst" 300
 
 # .pack: zstd with the config, xz without; as files and as payloads (the
 # frame decoded behind the same header: pack_fuzz.c says why).
@@ -105,17 +110,17 @@ cut "$out/qst/int8.qst" 300
     --tokenizer "$out/tok/v260.tok" --codec xz --level 1 > /dev/null
 { head -c 64 "$out/pack/zstd.pack"; tail -c +65 "$out/pack/zstd.pack" | zstd -dqc; } > "$out/pack/zstd.payload"
 { head -c 64 "$out/pack/xz.pack"; tail -c +65 "$out/pack/xz.pack" | xz -dqc; } > "$out/pack/xz.payload"
-cut "$out/pack/zstd.pack" 64 700
+truncations "$out/pack/zstd.pack" 64 700
 
 # Configs: the repository's, and --set lines.
 for c in golf golf-moe moe physics-cpu small-cpu; do cp "$top/testdata/config/$c.json" "$out/config/"; done
 printf 'model.n_layer=4\nmodel.activation=swiglu\nmoe.n_experts=4\nmoe.top_k=2\ntrain.lr_schedule=cosine\n' \
     > "$out/config/set-lines.txt"
-cut "$out/config/golf.json" 100
+truncations "$out/config/golf.json" 100
 
 # JSONL: phys-gen's scenes (their "text" field is long) and short documents.
 "$bin/phys-gen" -q -n 2 -s 3 --frames 20 --objects 3-4 --jsonl -o "$out/jsonl/scenes.jsonl"
 jq -Rc '{text: ., n: length}' "$corpus" > "$out/jsonl/lines.jsonl"
 cp "$corpus" "$out/jsonl/plain.txt"
-cut "$out/jsonl/lines.jsonl" 150
+truncations "$out/jsonl/lines.jsonl" 150
 du -sh "$out"
