@@ -45,6 +45,7 @@
 #include "moe.h"
 extern "C" {
 #include "ops.h" /* GK_LEAKY_SLOPE; no extern "C" of its own */
+#include "../lib/moe.h" /* GK_MOE_GATE_EPS; plain "moe.h" is kernels/moe.h from here */
 }
 
 /* Threads of a block for the element-wise and per-row kernels; a multiple
@@ -285,6 +286,7 @@ __global__ void __launch_bounds__(THREADS)
             continue;
         float *gt = gate + n * K, sum = 0;
         if (bias) {
+            sum = GK_MOE_GATE_EPS;
             for (int k = 0; k < K; k++)
                 sum += z[s[k]];
             for (int k = 0; k < K; k++)
@@ -556,7 +558,7 @@ __global__ void __launch_bounds__(THREADS)
         const float *gn = gate + n * K, *dg = dgate + n * K;
         const float *sn = score + n * E;
         const int *seln = sel + n * K;
-        float gdg = 0, sum = 0;
+        float gdg = 0, sum = GK_MOE_GATE_EPS;
         for (int k = 0; k < K; k++)
             gdg += gn[k] * dg[k], sum += sn[seln[k]];
         for (int k = 0; k < K; k++) {

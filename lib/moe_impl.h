@@ -125,7 +125,7 @@ static void OP(route)(MOE *m)
             for (int e = 0; e < E; e++)
                 z[e] = OP(sigmoid)(z[e]), key[e] = z[e] + bias[e];
             OP(top_k)(sel, key, E, K);
-            REAL sum = 0;
+            REAL sum = GK_MOE_GATE_EPS;
             for (int k = 0; k < K; k++)
                 sum += z[sel[k]];
             for (int k = 0; k < K; k++)
@@ -218,7 +218,7 @@ static void OP(router_bwd)(MOE *m)
         const REAL *g = m->gate + (size_t)n * K, *dg = m->dgate + (size_t)n * K;
         const REAL *s = m->z + (size_t)n * E;
         const int *sel = m->sel + (size_t)n * K;
-        REAL *dz = m->dz + (size_t)n * E, gdg = 0, sum = 0;
+        REAL *dz = m->dz + (size_t)n * E, gdg = 0, sum = GK_MOE_GATE_EPS;
         for (int k = 0; k < K; k++)
             gdg += g[k] * dg[k], sum += s[sel[k]];
         for (int k = 0; k < K; k++) {
