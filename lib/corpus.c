@@ -186,6 +186,8 @@ static int next_plain(gk_corpus *cp, gk_chunk *c)
 
 static void out_append(gk_corpus *cp, const void *p, size_t n)
 {
+    if (!n) /* an empty text field: nothing to copy, and out may still be NULL */
+        return;
     if (cp->out_len + n > cp->out_cap) {
         cp->out_cap = 2 * (cp->out_len + n);
         cp->out = gk_realloc(cp->out, cp->out_cap);
