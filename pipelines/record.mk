@@ -4,6 +4,9 @@
 #   make record QUANT=int5                re-runs quant, pack and eval only
 #   make record CORPUS=my.txt             any text (or JSONL with CORPUS_JSONL=FIELD)
 #   make record SHARDS='dir/*_train_*.bin' VAL='dir/*_val_*.bin' TOKENIZER=t.tok
+#   make record DEVICE=cuda               train and evaluate on the GPU (the default
+#                                         when the tools were built with CUDA and
+#                                         nvidia-smi sees a GPU)
 #
 # Every intermediate is a file whose name carries the settings it depends on
 # (vocab, seed, config, quantizer, codec), so changing one variable re-runs
@@ -28,6 +31,7 @@ QUANT_FLAGS ?= --clip-search
 CODEC      ?= zstd
 NAME       ?= $(basename $(notdir $(CONFIG)))
 LIMIT      ?= 16000000
+DEVICE     ?= $(if $(NVCC),$(if $(shell nvidia-smi -L 2>/dev/null),cuda,cpu),cpu)
 
 W      ?= build/record
 RECORDS ?= records
@@ -76,7 +80,7 @@ SHARD_DONE :=
 endif
 
 # ---- train -> average -> quantize -> pack -> verify -> eval ----
-RUN   := $(DATA_TAG)-$(CFGTAG)-seed$(SEED)
+RUN   := $(DATA_TAG)-$(CFGTAG)-seed$(SEED)$(if $(filter cuda,$(DEVICE)),-cuda)
 FINAL := $(RUN)/final.safetensors
 AVGED := $(RUN)/avg-$(AVG).safetensors
 QST   := $(RUN)/model-$(AVG)-$(QUANT).qst
@@ -84,7 +88,7 @@ PACK  := $(RUN)/model-$(AVG)-$(QUANT)-$(CODEC).pack
 
 $(FINAL): $(SHARD_DONE) $(CONFIG) | bin/moe-train
 	rm -rf $(RUN) && mkdir -p $(RUN)
-	$(TIMED) $@.secs bin/moe-train -q -c $(CONFIG) --seed $(SEED) -t $(TOK) \
+	$(TIMED) $@.secs bin/moe-train -q --device $(DEVICE) -c $(CONFIG) --seed $(SEED) -t $(TOK) \
 	  --train '$(TRAIN_GLOB)' --val '$(VAL_GLOB)' --set train.ckpt_every=$(CKPT_EVERY) \
 	  -o $(RUN)/ckpt --log $(RUN)/train.log
 	mv $(RUN)/ckpt/final.safetensors $@
@@ -108,10 +112,10 @@ $(PACK): $(QST) $(TOK) | bin/moe-pack
 	bin/moe-pack --verify $@ --limit $(LIMIT) > $@.verify.json
 
 $(RUN)/eval-before-$(AVG).json: $(AVGED) | bin/moe-eval
-	$(TIMED) $@.secs bin/moe-eval -q $< --val '$(VAL_GLOB)' -t $(TOK) > $@
+	$(TIMED) $@.secs bin/moe-eval -q --device $(DEVICE) $< --val '$(VAL_GLOB)' -t $(TOK) > $@
 
 $(PACK).eval.json: $(PACK) | bin/moe-eval
-	$(TIMED) $@.secs bin/moe-eval -q $< --val '$(VAL_GLOB)' > $@
+	$(TIMED) $@.secs bin/moe-eval -q --device $(DEVICE) $< --val '$(VAL_GLOB)' > $@
 
 # ---- the record ----
 RECORD_DIR = $(RECORDS)/$(shell date +%Y-%m-%d)_$(NAME)_seed$(SEED)
