@@ -132,3 +132,18 @@ jv __wrap_jv_parse_sized(const char *text, int len)
 }
 
 jv __wrap_jv_parse(const char *text) { return __wrap_jv_parse_sized(text, (int)strlen(text)); }
+
+void fuzz_raw_and_fixed(const uint8_t *data, size_t size, void (*fix)(uint8_t *, size_t),
+                        void (*read)(void *))
+{
+    fuzz_input raw = {data, size};
+    fuzz_try(read, &raw);
+    uint8_t *fixed = malloc(size + 1);
+    memcpy(fixed, data, size);
+    fix(fixed, size);
+    if (memcmp(fixed, data, size) != 0) {
+        fuzz_input in = {fixed, size};
+        fuzz_try(read, &in);
+    }
+    free(fixed);
+}

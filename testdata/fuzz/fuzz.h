@@ -44,4 +44,10 @@ typedef struct {
     size_t size;
 } fuzz_input;
 
+/* Read the input (through fuzz_try(READ, &fuzz_input)) as it is, then, when
+ * FIX changes a copy of it (checksums recomputed over the mutated bytes), the
+ * fixed copy too: so mutations reach the checks behind the checksums. */
+void fuzz_raw_and_fixed(const uint8_t *data, size_t size, void (*fix)(uint8_t *, size_t),
+                        void (*read)(void *));
+
 #endif

@@ -54,15 +54,6 @@ static void fix(uint8_t *b, size_t n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    fuzz_input raw = {data, size};
-    fuzz_try(read_all, &raw);
-    uint8_t *fixed = malloc(size + 1);
-    memcpy(fixed, data, size);
-    fix(fixed, size);
-    if (memcmp(fixed, data, size) != 0) {
-        fuzz_input in = {fixed, size};
-        fuzz_try(read_all, &in);
-    }
-    free(fixed);
+    fuzz_raw_and_fixed(data, size, fix, read_all);
     return 0;
 }
