@@ -498,6 +498,8 @@ static void bucket_free(bucket *b)
 static jv field(jv obj, const char *key, jv_kind kind, const char *where)
 {
     jv v = jv_object_get(obj, jv_string(key));
+    if (jv_get_kind(v) == JV_KIND_INVALID) /* no such field */
+        gk_die("%s: field %s: expected a %s, found none", where, key, jv_kind_name(kind));
     if (jv_get_kind(v) != kind)
         gk_die("%s: field %s: expected a %s, found a %s", where, key, jv_kind_name(kind),
                jv_kind_name(jv_get_kind(v)));

@@ -153,7 +153,7 @@ ok "--physics: the summary's counts add up and the malformed rate is in [0, 1]" 
     $s.all.all.n["5"] == ([$sc[] | select(.err[4] != null)] | length) and
     ($s.all.all.err | has("1") and has("5"))' "$tmp/phys.jsonl"
 printf '{"type": "orbit"}\n' > "$tmp/bad.jsonl"
-fails "--physics: a scene line without its fields" "bad.jsonl: line 1: field split: expected a string" \
+fails "--physics: a scene line without its fields" "bad.jsonl: line 1: field split: expected a string, found none" \
     ro "$tmp/m.pack" --physics "$tmp/bad.jsonl"
 fails "--physics: scenes shorter than --prompt-frames + --frames" \
     "scenes.jsonl: line 1: field text: expected frame 13 " \
