@@ -9,17 +9,8 @@
 set -u
 . "$(dirname "$0")/../testdata/tap.sh"
 
-tiny_data 320
+tiny_model
 "$bin/tok-train" -q --vocab 300 -o "$tmp/other.tok" "$tmp/corpus.txt"
-cat > "$tmp/tiny.json" <<'JSON'
-{"model": {"vocab": 320, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1,
-           "seq_len": 32},
- "train": {"steps": 8, "batch_tokens": 256, "grad_accum": 2, "prime_steps": 0,
-           "warmdown_steps": 3, "max_seconds": 0, "val_every": 0, "val_batch_tokens": 256,
-           "val_tokens": 1024, "log_every": 1, "ckpt_every": 0}}
-JSON
-"$bin/moe-train" -q --threads 2 -c "$tmp/tiny.json" --train "$tmp/data/data_train_*.bin" \
-    --val "$tmp/data/data_val_*.bin" -t "$tmp/t.tok" -o "$tmp/ck" > /dev/null
 ck=$tmp/ck/final.safetensors
 "$bin/moe-quant" -q --threads 2 "$ck" -o "$tmp/m.qst" --matrix int8 --embed int8
 "$bin/moe-pack" -o "$tmp/m.pack" --model "$tmp/m.qst" --tokenizer "$tmp/t.tok" > /dev/null

@@ -30,6 +30,23 @@ tiny_data() {
         "$bin/shard" -q -o "$tmp/data" --val-docs 40 > /dev/null
 }
 
+# tiny_model: the 2-layer model (vocab 320, seq_len 32) that the moe-eval and
+# moe-rollout tests read, trained 8 steps on tiny_data's shards into
+# $tmp/ck/final.safetensors (log: $tmp/train.log); its config is
+# $tmp/tiny.json.
+tiny_model() {
+    tiny_data 320
+    cat > "$tmp/tiny.json" <<'JSON'
+{"model": {"vocab": 320, "n_layer": 2, "d_model": 32, "n_head": 2, "n_kv_head": 1,
+           "seq_len": 32},
+ "train": {"steps": 8, "batch_tokens": 256, "grad_accum": 2, "prime_steps": 0,
+           "warmdown_steps": 3, "max_seconds": 0, "val_every": 0, "val_batch_tokens": 256,
+           "val_tokens": 1024, "log_every": 1, "ckpt_every": 0}}
+JSON
+    "$bin/moe-train" -q --threads 2 -c "$tmp/tiny.json" --train "$tmp/data/data_train_*.bin" \
+        --val "$tmp/data/data_val_*.bin" -t "$tmp/t.tok" -o "$tmp/ck" > "$tmp/train.log"
+}
+
 tap_end() {
     echo "1..$n"
     [ "$failed" = 0 ]
