@@ -274,13 +274,11 @@ typedef struct {
     gk_gpu_dec *gpu;   /* on the GPU, else NULL */
     int S, V, T;
     float *rows;       /* [S][V]: the CPU step's logits */
-    int *pos;          /* [S]: tokens in each stream (both backends) */
 } decoder;
 
 static decoder dec_new(const gk_modelfile *mf, int streams, int cuda)
 {
     decoder d = {.S = streams, .V = mf->cfg.model.vocab, .T = mf->cfg.model.seq_len};
-    d.pos = gk_calloc((size_t)streams, sizeof *d.pos);
     if (cuda) {
         d.gpu = gk_gpu_dec_new(&mf->l, mf->params, streams, d.T, "moe-rollout --device cuda");
         return d;
@@ -294,8 +292,6 @@ static decoder dec_new(const gk_modelfile *mf, int streams, int cuda)
 
 static float *dec_step(decoder *d, int n, const int *streams, const int *tokens)
 {
-    for (int i = 0; i < n; i++)
-        d->pos[streams[i]]++;
     if (d->gpu)
         return gk_gpu_dec_step(d->gpu, n, streams, tokens);
     for (int i = 0; i < n; i++)
@@ -306,7 +302,6 @@ static float *dec_step(decoder *d, int n, const int *streams, const int *tokens)
 
 static void dec_reset(decoder *d, int s)
 {
-    d->pos[s] = 0;
     if (d->gpu)
         gk_gpu_dec_reset(d->gpu, s);
     else
@@ -320,7 +315,6 @@ static void dec_free(decoder *d)
     gk_gpu_dec_free(d->gpu);
     free(d->cpu);
     free(d->rows);
-    free(d->pos);
 }
 
 /* Why generation in stream S must stop before its next step, or NULL:
@@ -329,7 +323,8 @@ static const char *limit_reason(const decoder *d, int s, long long generated, lo
 {
     if (generated == cap)
         return "max_tokens";
-    return d->pos[s] == d->T ? "context" : NULL;
+    int pos = d->gpu ? gk_gpu_dec_pos(d->gpu, s) : gk_gen_pos(d->cpu[s]);
+    return pos == d->T ? "context" : NULL;
 }
 
 /* Generate from the prompt, streaming to stdout; the statistics line at the

@@ -31,7 +31,10 @@ QUANT_FLAGS ?= --clip-search
 CODEC      ?= zstd
 NAME       ?= $(basename $(notdir $(CONFIG)))
 LIMIT      ?= 16000000
-DEVICE     ?= $(if $(NVCC),$(if $(shell nvidia-smi -L 2>/dev/null),cuda,cpu),cpu)
+# Asked once per make (":="): nvidia-smi is not run again at every expansion.
+ifeq ($(origin DEVICE),undefined)
+DEVICE     := $(if $(NVCC),$(if $(shell nvidia-smi -L 2>/dev/null),cuda,cpu),cpu)
+endif
 
 W      ?= build/record
 RECORDS ?= records
