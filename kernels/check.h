@@ -36,6 +36,7 @@ extern "C" {
     X(embed)         \
     X(rmsnorm)       \
     X(rope)          \
+    X(headnorm)      \
     X(act)           \
     X(softcap_ce)    \
     X(scale_add)     \

@@ -42,7 +42,7 @@ static const struct {
 
 /* Device memory for any one check; the GEMM check, the largest, peaks near
  * 120 MiB (the run prints the peak). */
-#define ARENA_BYTES ((size_t)512 << 20)
+#define ARENA_BYTES ((size_t)1 << 30)
 
 /* Whether check NAME runs: every check with no arguments, else only those
  * named on the command line (bin/check-cuda moe optim). */

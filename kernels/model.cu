@@ -27,6 +27,7 @@
 #include "cuda_util.h"
 #include "elementwise.h"
 #include "gemm.h"
+#include "headnorm.h"
 #include "moe.h"
 #include "modeldev.h"
 #include "optim.h"
@@ -52,7 +53,10 @@ struct gk_gpu {
     int B, T, C, H, KV, D, R, F, FR, V, L;
     gk_act act;
     double cap;
-    int tc; /* the bf16 tensor-core attention (head dims 32, 64, 128), else the fp32 one */
+    /* the bf16 tensor-core attention, fed by headnorm.h's fused norm, rotary
+     * and gain (head dims 32, 64, 128, rope_dims a multiple of 8); else the
+     * fp32 attention after model_impl.h's chain of kernels */
+    int tc;
     char name[320];
     cudaStream_t stream;
     gk_cu_arena arena;
@@ -109,7 +113,7 @@ static void carve_all(gk_gpu *g, carver *c, int train)
         a->ln1 = carve_f(c, N * C), a->rstd1 = carve_f(c, N), a->ln1_b = carve_b(c, N * C);
         a->qn = carve_f(c, N * C), a->rstdq = carve_f(c, N * H);
         a->kn = carve_f(c, N * KVD), a->rstdk = carve_f(c, N * KV);
-        a->qr = carve_f(c, N * C), a->kr = carve_f(c, N * KVD);
+        a->qr = carve_f(c, g->tc ? 0 : N * C), a->kr = carve_f(c, g->tc ? 0 : N * KVD);
         a->v = carve_f(c, g->tc ? 0 : N * KVD), a->qg = carve_f(c, g->tc ? 0 : N * C);
         a->att = carve_f(c, g->tc ? 0 : N * C), a->lse = carve_f(c, N * H);
         a->att_b = carve_b(c, N * C);
@@ -127,7 +131,8 @@ static void carve_all(gk_gpu *g, carver *c, int train)
     g->losses = (double *)carve(c, N * sizeof(double));
     g->mean = (double *)carve(c, 2 * sizeof(double));
     g->step_loss = g->mean + 1;
-    g->work_bytes = max_z(g->tc ? gk_cu_attention_tc_bwd_workspace(g->B, g->T, g->H)
+    g->work_bytes = max_z(g->tc ? max_z(gk_cu_attention_tc_bwd_workspace(g->B, g->T, g->H),
+                                        gk_cu_head_prep_bwd_workspace(g->B, g->T, g->H))
                                 : gk_cu_attention_bwd_workspace(g->B, g->T, g->H),
                           gk_cu_scale_add_bwd_workspace((int)N, (int)C));
     if (!train) {
@@ -214,7 +219,7 @@ gk_gpu *gk_gpu_new(const gk_layout *l, int B, int T, int train, const char *prog
     g->F = gk_config_expert_hidden(c), g->FR = l->fc_rows, g->V = c->model.vocab;
     g->L = c->model.n_layer, g->act = gk_ffn_act(c->model.activation);
     g->cap = c->model.logit_softcap;
-    g->tc = g->D == 32 || g->D == 64 || g->D == 128;
+    g->tc = gk_cu_head_prep_ok(g->D, g->R);
     g->ema_on = train && c->train.ema_decay > 0;
     gk_cu_model_open(l, prog, g->name, sizeof g->name);
     GK_CU(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
@@ -317,19 +322,12 @@ __global__ void ema_kernel(float *ema, const float *p, size_t n, float d, float 
         ema[i] = __fadd_rn(__fmul_rn(d, ema[i]), __fmul_rn(e, p[i]));
 }
 
-/* y = s[c / group] x into fp32 Y and/or bf16 YB (NULL: not written): a
- * scale-add into zeros (q_gain, and the d(input) of a scale in the
- * backward), written straight in the type its reader wants. */
-__global__ void scale_kernel(float *y, gk_bf16 *yb, const float *x, const float *sc, size_t n,
-                             int C, int group)
+/* y = s[c / group] x written: q_gain on the fp32 attention's path, a
+ * scale-add into zeros with the same rounding. */
+__global__ void scale_kernel(float *y, const float *x, const float *sc, size_t n, int C, int group)
 {
-    GK_GRID_STRIDE(i, n) {
-        float v = __fmul_rn(sc[(int)(i % (size_t)C) / group], x[i]);
-        if (y)
-            y[i] = v;
-        if (yb)
-            yb[i] = __float2bfloat16_rn(v);
-    }
+    GK_GRID_STRIDE(i, n)
+        y[i] = __fmul_rn(sc[(int)(i % (size_t)C) / group], x[i]);
 }
 
 static void add(gk_gpu *g, float *y, const float *x, size_t n)
@@ -338,10 +336,10 @@ static void add(gk_gpu *g, float *y, const float *x, size_t n)
     GK_CU(cudaGetLastError());
 }
 
-static void scale(gk_gpu *g, float *y, gk_bf16 *yb, const float *x, const float *sc, size_t n,
-                  int C, int group)
+static void scale(gk_gpu *g, float *y, const float *x, const float *sc, size_t n, int C,
+                  int group)
 {
-    scale_kernel<<<gk_cu_grid(n, 256), 256, 0, g->stream>>>(y, yb, x, sc, n, C, group);
+    scale_kernel<<<gk_cu_grid(n, 256), 256, 0, g->stream>>>(y, x, sc, n, C, group);
     GK_CU(cudaGetLastError());
 }
 
@@ -401,18 +399,20 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
     else
         gk_gemm_linear_fwd(&g->gemm, a->v, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_V), N, C,
                            KVD, 0);
-    GK_CU(gk_cu_rmsnorm_fwd(a->qn, NULL, a->rstdq, a->qn, N * H, D, GK_RMSNORM_EPS, s));
-    GK_CU(gk_cu_rmsnorm_fwd(a->kn, NULL, a->rstdk, a->kn, N * KV, D, GK_RMSNORM_EPS, s));
-    GK_CU(gk_cu_rope_fwd(a->qr, a->qn, g->cos, g->sin, B, T, H, D, g->R, s));
-    GK_CU(gk_cu_rope_fwd(a->kr, a->kn, g->cos, g->sin, B, T, KV, D, g->R, s));
-    /* q times q_gain: what the attention reads, in its type */
-    scale(g, g->tc ? NULL : a->qg, g->tc ? a->qg_b : NULL, a->qr, P(g, b, GK_BLK_Q_GAIN), NC,
-          C, D);
-    if (g->tc) {
-        to_bf16(g, a->kr_b, a->kr, (size_t)N * KVD);
+    if (g->tc) { /* qn, kn keep the raw products; the norm is recomputed backward */
+        const float *gain = P(g, b, GK_BLK_Q_GAIN);
+        GK_CU(gk_cu_head_prep_fwd(a->qg_b, a->rstdq, a->qn, g->cos, g->sin, gain, B, T, H, D,
+                                  g->R, GK_RMSNORM_EPS, s));
+        GK_CU(gk_cu_head_prep_fwd(a->kr_b, a->rstdk, a->kn, g->cos, g->sin, NULL, B, T, KV, D,
+                                  g->R, GK_RMSNORM_EPS, s));
         GK_CU(gk_cu_attention_tc_fwd(a->att_b, a->lse, a->qg_b, a->kr_b, a->v_b, B, T, H, KV,
                                      D, s));
     } else {
+        GK_CU(gk_cu_rmsnorm_fwd(a->qn, NULL, a->rstdq, a->qn, N * H, D, GK_RMSNORM_EPS, s));
+        GK_CU(gk_cu_rmsnorm_fwd(a->kn, NULL, a->rstdk, a->kn, N * KV, D, GK_RMSNORM_EPS, s));
+        GK_CU(gk_cu_rope_fwd(a->qr, a->qn, g->cos, g->sin, B, T, H, D, g->R, s));
+        GK_CU(gk_cu_rope_fwd(a->kr, a->kn, g->cos, g->sin, B, T, KV, D, g->R, s));
+        scale(g, a->qg, a->qr, P(g, b, GK_BLK_Q_GAIN), NC, C, D);
         GK_CU(gk_cu_attention_fwd(a->att, a->lse, a->qg, a->kr, a->v, B, T, H, KV, D, s));
         to_bf16(g, a->att_b, a->att, NC);
     }
@@ -539,6 +539,13 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
                               N, C, C, 1);
         GK_CU(gk_cu_attention_tc_bwd(g->dq1, g->dk1, g->dv, g->datt_b, a->att_b, a->lse,
                                      a->qg_b, a->kr_b, a->v_b, B, T, H, KV, D, w, s));
+        /* gain, rotary and the QK norms back in one pass each, into the bf16
+         * that c_q's and c_k's products read */
+        GK_CU(gk_cu_head_prep_bwd(g->dq_b, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qn, a->rstdq,
+                                  g->cos, g->sin, P(g, b, GK_BLK_Q_GAIN), B, T, H, D, g->R, w,
+                                  s));
+        GK_CU(gk_cu_head_prep_bwd(g->dk_b, NULL, g->dk1, a->kn, a->rstdk, g->cos, g->sin, NULL,
+                                  B, T, KV, D, g->R, w, s));
     } else {
         linear_bwd(g, g->datt, 0, G(g, b, GK_BLK_ATTN_PROJ), g->dA_b, NULL, a->att_b,
                    W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
@@ -547,15 +554,15 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
         zero(g, g->dv, NKVD * sizeof(float));
         GK_CU(gk_cu_attention_bwd(g->dq1, g->dk1, g->dv, g->datt, a->att, a->lse, a->qg, a->kr,
                                   a->v, B, T, H, KV, D, w, s));
+        GK_CU(gk_cu_scale_bwd_set(g->dq2, NULL, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qr,
+                                  P(g, b, GK_BLK_Q_GAIN), N, C, D, w, s));
+        /* rotary and the QK norms back, each written (not added) by its
+         * kernel; the norms write the bf16 that c_q's and c_k's products read */
+        GK_CU(gk_cu_rope_bwd(g->dq1, g->dq2, g->cos, g->sin, B, T, H, D, g->R, 1, s));
+        GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dq_b, g->dq1, a->qn, a->rstdq, N * H, D, s));
+        GK_CU(gk_cu_rope_bwd(g->dk2, g->dk1, g->cos, g->sin, B, T, KV, D, g->R, 1, s));
+        GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dk_b, g->dk2, a->kn, a->rstdk, N * KV, D, s));
     }
-    GK_CU(gk_cu_scale_bwd_set(g->dq2, NULL, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qr,
-                              P(g, b, GK_BLK_Q_GAIN), N, C, D, w, s));
-    /* rotary and the QK norms back, each written (not added) by its kernel;
-     * the norms write the bf16 that c_q's and c_k's products read */
-    GK_CU(gk_cu_rope_bwd(g->dq1, g->dq2, g->cos, g->sin, B, T, H, D, g->R, 1, s));
-    GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dq_b, g->dq1, a->qn, a->rstdq, N * H, D, s));
-    GK_CU(gk_cu_rope_bwd(g->dk2, g->dk1, g->cos, g->sin, B, T, KV, D, g->R, 1, s));
-    GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dk_b, g->dk2, a->kn, a->rstdk, N * KV, D, s));
     linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_C_Q), g->dq_b, NULL, a->ln1_b, W(g, b, GK_BLK_C_Q),
                N, C, C, 0);
     linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_K), g->dk_b, NULL, a->ln1_b, W(g, b, GK_BLK_C_K),

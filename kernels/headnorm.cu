@@ -1,0 +1,252 @@
+/* headnorm: the kernels of headnorm.h. G = D/4 lanes of a warp hold one head
+ * row, four consecutive channels a lane (one 16-byte load), so the row's sum
+ * of squares is gk_cu_rmsnorm_fwd's at width D: each lane's four squares in
+ * order, then the xor tree over G lanes. Rotary pairs channel j with
+ * j + rope_dims/2; with rope_dims a multiple of 8 both halves start on a
+ * lane boundary and the partner of a lane's four channels is the same four
+ * slots of lane +- rope_dims/8, fetched by a shuffle. */
+#include <cub/block/block_reduce.cuh>
+
+#include "cuda_util.h"
+#include "headnorm.h"
+
+#define THREADS 256      /* a block: THREADS / G head rows */
+#define GAIN_THREADS 1024 /* the gain gradient's reduction tree, fixed */
+
+int gk_cu_head_prep_ok(int D, int rope_dims)
+{
+    return (D == 32 || D == 64 || D == 128) && rope_dims >= 8 && rope_dims <= D &&
+           rope_dims % 8 == 0;
+}
+
+/* One head row's place: its lane, its row (live: inside the tensor), the
+ * row's position t and head h. */
+template <int G> struct head_row {
+    int lane, t, h;
+    size_t row;
+    bool live;
+    __device__ head_row(size_t rows, int T, int H)
+    {
+        lane = threadIdx.x & (G - 1);
+        row = ((size_t)blockIdx.x * THREADS + threadIdx.x) / G;
+        live = row < rows;
+        size_t r = live ? row : 0;
+        h = (int)(r % H), t = (int)(r / H % T);
+    }
+};
+
+template <int G> __device__ __forceinline__ double group_sum(double v)
+{
+#pragma unroll
+    for (int o = G / 2; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* The four values of the rotary partner lane (this lane's own beyond the
+ * rotated channels). Every lane of the warp calls it. */
+template <int G> __device__ __forceinline__ float4 partner(float4 v, int lane, int half)
+{
+    int c = lane * 4, src = c < half ? lane + half / 4 : c < 2 * half ? lane - half / 4 : lane;
+    float4 p;
+    p.x = __shfl_sync(0xffffffffu, v.x, src, G);
+    p.y = __shfl_sync(0xffffffffu, v.y, src, G);
+    p.z = __shfl_sync(0xffffffffu, v.z, src, G);
+    p.w = __shfl_sync(0xffffffffu, v.w, src, G);
+    return p;
+}
+
+static __device__ __forceinline__ float &at(float4 &v, int e)
+{
+    return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w;
+}
+
+/* Rotary of the normalized row n (this lane's four values and its partner's
+ * p) at position t, gk_rope_fwd_f32's expressions: the low half gets
+ * x1 c + x2 s, the high half -x1 s + x2 c, channels past rope_dims pass. */
+static __device__ __forceinline__ float4 rope4(float4 n, float4 p, int c, int t, int half,
+                                               const float *cos_t, const float *sin_t)
+{
+    if (c >= 2 * half)
+        return n;
+    size_t tj = (size_t)t * half + (c < half ? c : c - half);
+    float4 cs = *(const float4 *)(cos_t + tj), sn = *(const float4 *)(sin_t + tj), y;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float co = at(cs, e), si = at(sn, e), own = at(n, e), other = at(p, e);
+        at(y, e) = c < half ? __fadd_rn(__fmul_rn(own, co), __fmul_rn(other, si))
+                            : __fadd_rn(__fmul_rn(-other, si), __fmul_rn(own, co));
+    }
+    return y;
+}
+
+/* The transpose: gk_rope_bwd_f32's d1 c - d2 s (low) and d1 s + d2 c (high). */
+static __device__ __forceinline__ float4 rope4_t(float4 d, float4 p, int c, int t, int half,
+                                                 const float *cos_t, const float *sin_t)
+{
+    if (c >= 2 * half)
+        return d;
+    size_t tj = (size_t)t * half + (c < half ? c : c - half);
+    float4 cs = *(const float4 *)(cos_t + tj), sn = *(const float4 *)(sin_t + tj), g;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        float co = at(cs, e), si = at(sn, e), own = at(d, e), other = at(p, e);
+        at(g, e) = c < half ? __fsub_rn(__fmul_rn(own, co), __fmul_rn(other, si))
+                            : __fadd_rn(__fmul_rn(other, si), __fmul_rn(own, co));
+    }
+    return g;
+}
+
+static __device__ __forceinline__ void store_bf16x4(gk_bf16 *p, float4 v)
+{
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+    uint2 u;
+    u.x = *(unsigned *)&lo, u.y = *(unsigned *)&hi;
+    *(uint2 *)p = u;
+}
+
+/* The normalized row of the forward: the lane's x times the row's 1/rms. */
+static __device__ __forceinline__ float4 scaled(float4 x, float r)
+{
+    return make_float4(x.x * r, x.y * r, x.z * r, x.w * r);
+}
+
+template <int G>
+__global__ void __launch_bounds__(THREADS)
+    head_prep_fwd_k(gk_bf16 *y, float *rstd, const float *x, const float *cos_t,
+                    const float *sin_t, const float *gain, size_t rows, int T, int H, int half,
+                    double eps)
+{
+    constexpr int D = 4 * G;
+    head_row<G> w(rows, T, H);
+    int c = w.lane * 4;
+    float4 v = w.live ? *(const float4 *)(x + w.row * D + c) : make_float4(0, 0, 0, 0);
+    double ss = 0;
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        ss += (double)at(v, e) * at(v, e);
+    ss = group_sum<G>(ss);
+    float r = (float)(1 / sqrt(ss / D + eps));
+    float4 n = scaled(v, r);
+    float4 q = rope4(n, partner<G>(n, w.lane, half), c, w.t, half, cos_t, sin_t);
+    if (gain) {
+        float s = gain[w.h];
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            at(q, e) = __fmul_rn(s, at(q, e));
+    }
+    if (w.live) {
+        store_bf16x4(y + w.row * D + c, q);
+        if (rstd && w.lane == 0)
+            rstd[w.row] = r;
+    }
+}
+
+/* part[row] = the row's sum of dy times the rotated row (the gain's input),
+ * in double, when GAIN. */
+template <int G>
+__global__ void __launch_bounds__(THREADS)
+    head_prep_bwd_k(gk_bf16 *dxb, double *part, const float *dy, const float *x,
+                    const float *rstd, const float *cos_t, const float *sin_t, const float *gain,
+                    size_t rows, int T, int H, int half)
+{
+    constexpr int D = 4 * G;
+    head_row<G> w(rows, T, H);
+    int c = w.lane * 4;
+    size_t off = w.row * D + c;
+    float4 z = make_float4(0, 0, 0, 0);
+    float4 g = w.live ? *(const float4 *)(dy + off) : z;
+    float4 xv = w.live ? *(const float4 *)(x + off) : z;
+    float r = w.live ? rstd[w.row] : 0;
+    float4 n = scaled(xv, r);
+    if (gain) {
+        float4 q = rope4(n, partner<G>(n, w.lane, half), c, w.t, half, cos_t, sin_t);
+        double acc = 0;
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            acc += (double)at(q, e) * at(g, e);
+        acc = group_sum<G>(acc);
+        float s = gain[w.h];
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            at(g, e) = __fmul_rn(s, at(g, e));
+        if (w.live && w.lane == 0)
+            part[w.row] = acc;
+    }
+    g = rope4_t(g, partner<G>(g, w.lane, half), c, w.t, half, cos_t, sin_t);
+    /* RMSNorm's backward: r (g - n m), m = mean of g n; no FMA where it cancels */
+    double acc = 0;
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        acc += (double)at(g, e) * at(n, e);
+    acc = group_sum<G>(acc);
+    float m = (float)(acc / D);
+    float4 d;
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        at(d, e) = __fmul_rn(r, __fsub_rn(at(g, e), __fmul_rn(at(n, e), m)));
+    if (w.live)
+        store_bf16x4(dxb + off, d);
+}
+
+/* dgain[h] += the sum over rows of head h of part, one block per head: each
+ * thread its rows in order, then cub's fixed tree over the block. */
+__global__ void __launch_bounds__(GAIN_THREADS)
+    gain_sum_k(float *dgain, const double *part, size_t tokens, int H)
+{
+    typedef cub::BlockReduce<double, GAIN_THREADS> reduce;
+    __shared__ typename reduce::TempStorage tmp;
+    int h = blockIdx.x;
+    double acc = 0;
+    for (size_t n = threadIdx.x; n < tokens; n += GAIN_THREADS)
+        acc += part[n * H + h];
+    acc = reduce(tmp).Sum(acc);
+    if (threadIdx.x == 0)
+        dgain[h] += (float)acc;
+}
+
+static unsigned grid_of(size_t rows, int D)
+{
+    return (unsigned)((rows * (D / 4) + THREADS - 1) / THREADS);
+}
+
+cudaError_t gk_cu_head_prep_fwd(gk_bf16 *y, float *rstd, const float *x, const float *cos,
+                                const float *sin, const float *gain, int B, int T, int H, int D,
+                                int rope_dims, double eps, cudaStream_t stream)
+{
+    size_t rows = (size_t)B * T * H;
+    if (!gk_cu_head_prep_ok(D, rope_dims))
+        return cudaErrorInvalidValue;
+    if (!rows)
+        return cudaGetLastError();
+    unsigned grid = grid_of(rows, D);
+    int half = rope_dims / 2;
+    auto k = D == 32 ? head_prep_fwd_k<8> : D == 64 ? head_prep_fwd_k<16> : head_prep_fwd_k<32>;
+    k<<<grid, THREADS, 0, stream>>>(y, rstd, x, cos, sin, gain, rows, T, H, half, eps);
+    return cudaGetLastError();
+}
+
+size_t gk_cu_head_prep_bwd_workspace(int B, int T, int H)
+{
+    return (size_t)B * T * H * sizeof(double);
+}
+
+cudaError_t gk_cu_head_prep_bwd(gk_bf16 *dxb, float *dgain, const float *dy, const float *x,
+                                const float *rstd, const float *cos, const float *sin,
+                                const float *gain, int B, int T, int H, int D, int rope_dims,
+                                void *work, cudaStream_t stream)
+{
+    size_t rows = (size_t)B * T * H;
+    if (!gk_cu_head_prep_ok(D, rope_dims) || !gain != !dgain)
+        return cudaErrorInvalidValue;
+    if (!rows)
+        return cudaGetLastError();
+    unsigned grid = grid_of(rows, D);
+    int half = rope_dims / 2;
+    double *part = (double *)work;
+    auto k = D == 32 ? head_prep_bwd_k<8> : D == 64 ? head_prep_bwd_k<16> : head_prep_bwd_k<32>;
+    k<<<grid, THREADS, 0, stream>>>(dxb, part, dy, x, rstd, cos, sin, gain, rows, T, H, half);
+    if (gain)
+        gain_sum_k<<<H, GAIN_THREADS, 0, stream>>>(dgain, part, (size_t)B * T, H);
+    return cudaGetLastError();
+}
