@@ -29,6 +29,20 @@
  *   to that bound beyond an absolute allowance of 4 2^-24 |dloss| / N, the
  *   float resolution of the reference itself where the target's probability
  *   p is near 1 (see gk_check_softcap_ce).
+ * - A bf16 output: one rounding (2^-8 relative) beyond its fp32 value's
+ *   bound, compared with the CPU's fp32 value itself; where that bound is 0
+ *   the fp32 values are equal, so are their roundings, and the bf16 is held
+ *   to 0 against the CPU's value rounded.
+ *
+ * The fused and bf16-input variants (gk_cu_mix_rmsnorm(_bx), the *_bx
+ * kernels, gk_cu_softcap_ce_bf16) are checked in their families' checks on
+ * shapes of their own, the baseline's among them, each on fresh inputs,
+ * against the CPU with the bounds above (a bf16 input rounded on the host
+ * first, so the CPU sees what the kernel reads) and against the fp32
+ * kernel(s) they replace, run on the same (widened) values: there the bound
+ * is 0 in the strict sense, every value's bits equal (a count of values that
+ * differ, in the TAP line). These checks reset the arena between their
+ * phases; the baseline's shapes take up to 768 MiB of it.
  *
  * After its comparisons, each check of a kernel in the golf baseline's training
  * step times it at the baseline's shapes (micro-batch N 65536 tokens, d_model
@@ -58,7 +72,6 @@ static double err_of(const float *dev, const float *want, size_t n)
     return e;
 }
 
-/* A copy of n host floats. */
 /* The error of the device's bf16 values DEV against the host floats WANT,
  * which it rounds to bf16 in place first. */
 static double bf16_err(const gk_bf16 *dev, float *want, size_t n)
@@ -80,11 +93,50 @@ static double bf16_side_err(const gk_bf16 *yb, const float *y, size_t n)
     return e;
 }
 
+/* A copy of n host floats. */
 static float *dup_f(const float *h, size_t n)
 {
     float *c = (float *)gk_check_xalloc(n * sizeof *c);
     memcpy(c, h, n * sizeof *c);
     return c;
+}
+
+/* How many of the N values of SIZE bytes at A and B differ in their bits. */
+static size_t bits_differ(const void *a, const void *b, size_t n, size_t size)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += memcmp((const char *)a + i * size, (const char *)b + i * size, size) != 0;
+    return k;
+}
+
+/* The bound of a bf16 output whose fp32 value is held to BOUND (see the
+ * header). */
+static double bf16_bound(double bound) { return bound > 0 ? bound + 1.0 / 256 : 0; }
+
+/* A variant's output DEV, N values of TYPE (NULL: not asked for, nothing to
+ * compare, 0), against the CPU's fp32 WANT and against TWIN, the same output
+ * of the fp32 kernel(s) it replaces, downloaded in TYPE. Adds to *BITS the
+ * number of values whose bits differ from TWIN's; returns the relative error
+ * against WANT, to be held to BOUND (fp32) or bf16_bound(BOUND) (bf16). */
+static double compare(const void *dev, gk_out_type type, const float *want, const float *twin,
+                      size_t n, double bound, size_t *bits)
+{
+    if (!dev)
+        return 0;
+    float *got = gk_check_download(dev, n, type);
+    *bits += bits_differ(got, twin, n, sizeof *got);
+    double e;
+    if (type == GK_OUT_BF16 && bound == 0) {
+        float *w = dup_f(want, n);
+        gk_check_round_bf16(w, n);
+        e = gk_check_rel_err(got, w, n);
+        free(w);
+    } else {
+        e = gk_check_rel_err(got, want, n);
+    }
+    free(got);
+    return e;
 }
 
 /* N tokens in 0..V-1, drawn from the normal generator; about a third are
@@ -103,24 +155,32 @@ static int *rand_tokens(int N, int V)
 /* ---- timing ---------------------------------------------------------------- */
 
 /* The golf baseline's shapes. */
-enum { TIME_N = 65536, TIME_C = 512, TIME_H = 8, TIME_KV = 4, TIME_D = 64, TIME_F = 1024 };
+enum {
+    TIME_N = 65536,
+    TIME_C = 512,
+    TIME_H = 8,
+    TIME_KV = 4,
+    TIME_D = 64,
+    TIME_F = 1024,
+    TIME_V = 1024
+};
 
 /* N uniform values of variance 1 from a hash of the index and SEED: timing
  * inputs without a host round trip, and never the zeros that can run faster
- * than real data. */
-static __global__ void time_fill_k(float *p, size_t n, uint32_t seed)
+ * than real data. T is float, or gk_bf16 (rounded to nearest). */
+template <typename T> static __global__ void time_fill_k(T *p, size_t n, uint32_t seed)
 {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         uint32_t x = (uint32_t)i * 0x9E3779B9u ^ seed;
         x ^= x >> 16, x *= 0x7FEB352Du, x ^= x >> 15, x *= 0x846CA68Bu, x ^= x >> 16;
-        p[i] = 1.7320508f * (2.f * (float)(x >> 8) / 16777216.f - 1.f);
+        p[i] = (T)(1.7320508f * (2.f * (float)(x >> 8) / 16777216.f - 1.f));
     }
 }
 
-static float *time_filled(gk_cu_arena *a, size_t n, uint32_t seed)
+template <typename T = float> static T *time_filled(gk_cu_arena *a, size_t n, uint32_t seed)
 {
-    float *p = (float *)gk_cu_arena_alloc(a, n * sizeof(float));
+    T *p = (T *)gk_cu_arena_alloc(a, n * sizeof(T));
     time_fill_k<<<1024, 256>>>(p, n, seed);
     GK_CU(cudaGetLastError());
     return p;
@@ -201,6 +261,106 @@ static void time_rmsnorm(gk_cu_arena *arena)
                 [&] { GK_CU(gk_cu_rmsnorm_bwd(dx, NULL, x, y, r, N, C, 0)); });
         gk_cu_arena_reset(arena);
     }
+    /* The residual update and the block norm after it, fused: resid_mix's
+     * form (x1 and x2 read; xo, y, yb written), then the residual add of a
+     * bf16 branch in place (x1 read and written, x2 read in bf16; y, yb
+     * written). */
+    const int N = TIME_N, C = TIME_C;
+    size_t n = (size_t)N * C;
+    float *x1 = time_filled(arena, n, 18), *x2 = time_filled(arena, n, 19);
+    float *xo = time_filled(arena, n, 20), *y = time_filled(arena, n, 21);
+    float *mix = time_filled(arena, 2 * (size_t)C, 22), *r = time_filled(arena, (size_t)N, 23);
+    gk_bf16 *yb = time_filled<gk_bf16>(arena, n, 24), *x2b = time_filled<gk_bf16>(arena, n, 25);
+    time_it("mix_rmsnorm (resid_mix form) [65536,512]", 18.0 * n + 4.0 * N, [&] {
+        GK_CU(gk_cu_mix_rmsnorm(xo, y, yb, r, x1, mix, x2, mix + C, N, C, GK_RMSNORM_EPS, 0));
+    });
+    time_it("mix_rmsnorm_bx (x += s x2 in place) [65536,512]", 16.0 * n + 4.0 * N, [&] {
+        GK_CU(gk_cu_mix_rmsnorm_bx(x1, y, yb, r, x1, NULL, x2b, mix + C, N, C, GK_RMSNORM_EPS,
+                                   0));
+    });
+}
+
+/* gk_cu_mix_rmsnorm(_bx) on [N, C] in four forms, each against the CPU (the
+ * residual formed by gk_scale_add_fwd_f32, into zeros when s1 is given, as
+ * model_impl.h forms resid_mix, then gk_rmsnorm_fwd_f32) and against the
+ * fp32 kernels it fuses, gk_cu_resid_mix (s1 given) or gk_cu_scale_add_fwd
+ * group 1 (s1 NULL), then gk_cu_rmsnorm_fwd on their xo, bit for bit. The
+ * forms cover x2 in fp32 and in bf16 (rounded on the host: the CPU and the
+ * fp32 kernels see what the bf16 holds), s1 given and NULL, xo in place of x1
+ * and apart, and y, yb and rstd each left NULL by one form. */
+static void check_mix_rmsnorm(gk_cu_arena *arena, int N, int C)
+{
+    static const struct {
+        int bx, s1, in_place, y, yb, rstd;
+    } forms[] = {{0, 1, 1, 1, 1, 1}, {1, 0, 0, 0, 1, 0}, {1, 1, 1, 1, 1, 1}, {0, 0, 0, 1, 0, 1}};
+    const double bound = 1e-6, eps = GK_RMSNORM_EPS;
+    size_t n = (size_t)N * C;
+    float *x1 = gk_check_randn(n, 3.0), *x2 = gk_check_randn(n, 1.0);
+    float *mix = gk_check_randn(2 * (size_t)C, 1.0); /* s1 then s2: resid_mix's [2, C] */
+    float *x2b = dup_f(x2, n);
+    gk_check_round_bf16(x2b, n);
+    float *xo = (float *)gk_check_xalloc(n * 4), *y = (float *)gk_check_xalloc(n * 4);
+    float *rstd = (float *)gk_check_xalloc((size_t)N * 4);
+    for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+        const float *x2v = forms[f].bx ? x2b : x2;
+        memset(xo, 0, n * 4);
+        if (forms[f].s1)
+            gk_scale_add_fwd_f32(xo, x1, mix, N, C, 1);
+        else
+            memcpy(xo, x1, n * 4);
+        gk_scale_add_fwd_f32(xo, x2v, mix + C, N, C, 1);
+        gk_rmsnorm_fwd_f32(y, rstd, xo, N, C, eps);
+
+        /* The fp32 kernels, every output asked for. */
+        gk_cu_arena_reset(arena);
+        float *d_x1 = gk_check_up(arena, x1, n), *d_x2 = gk_check_up(arena, x2v, n);
+        float *d_mix = gk_check_up(arena, mix, 2 * (size_t)C), *d_xo = d_x1;
+        if (forms[f].s1) {
+            d_xo = (float *)gk_check_poisoned(arena, n * 4);
+            GK_CU(gk_cu_resid_mix(d_xo, d_x1, d_x2, d_mix, N, C, 0));
+        } else {
+            GK_CU(gk_cu_scale_add_fwd(d_x1, d_x2, d_mix + C, N, C, 1, 0));
+        }
+        float *d_y = (float *)gk_check_poisoned(arena, n * 4);
+        float *d_r = (float *)gk_check_poisoned(arena, (size_t)N * 4);
+        gk_bf16 *d_yb = (gk_bf16 *)gk_check_poisoned(arena, n * 2);
+        GK_CU(gk_cu_rmsnorm_fwd(d_y, d_yb, d_r, d_xo, N, C, eps, 0));
+        float *t_xo = gk_check_down(d_xo, n), *t_y = gk_check_down(d_y, n);
+        float *t_yb = gk_check_download(d_yb, n, GK_OUT_BF16);
+        float *t_r = gk_check_down(d_r, (size_t)N);
+
+        /* The fused kernel, the form's outputs poisoned, the others NULL. */
+        gk_cu_arena_reset(arena);
+        d_x1 = gk_check_up(arena, x1, n), d_mix = gk_check_up(arena, mix, 2 * (size_t)C);
+        d_xo = forms[f].in_place ? d_x1 : (float *)gk_check_poisoned(arena, n * 4);
+        d_y = forms[f].y ? (float *)gk_check_poisoned(arena, n * 4) : NULL;
+        d_yb = forms[f].yb ? (gk_bf16 *)gk_check_poisoned(arena, n * 2) : NULL;
+        d_r = forms[f].rstd ? (float *)gk_check_poisoned(arena, (size_t)N * 4) : NULL;
+        const float *d_s1 = forms[f].s1 ? d_mix : NULL;
+        if (forms[f].bx)
+            GK_CU(gk_cu_mix_rmsnorm_bx(
+                d_xo, d_y, d_yb, d_r, d_x1, d_s1,
+                (const gk_bf16 *)gk_check_upload(arena, x2b, n, GK_OUT_BF16), d_mix + C, N, C,
+                eps, 0));
+        else
+            GK_CU(gk_cu_mix_rmsnorm(d_xo, d_y, d_yb, d_r, d_x1, d_s1, gk_check_up(arena, x2, n),
+                                    d_mix + C, N, C, eps, 0));
+        size_t bits = 0;
+        double exo = compare(d_xo, GK_OUT_F32, xo, t_xo, n, 0, &bits);
+        double ey = compare(d_y, GK_OUT_F32, y, t_y, n, bound, &bits);
+        double eb = compare(d_yb, GK_OUT_BF16, y, t_yb, n, bound, &bits);
+        double er = compare(d_r, GK_OUT_F32, rstd, t_r, (size_t)N, bound, &bits);
+        GK_OK(exo == 0 && ey <= bound && er <= bound && eb <= bf16_bound(bound) && bits == 0,
+              "mix_rmsnorm%s, N %d C %d, s1 %s, xo %s,%s%s%s: max rel err against the CPU xo "
+              "%.3g (bound 0) y %.3g rstd %.3g (bound %g) yb %.3g (bound %g); %zu values differ "
+              "from gk_cu_%s then gk_cu_rmsnorm_fwd (bound 0: bit-identical)",
+              forms[f].bx ? "_bx" : "", N, C, forms[f].s1 ? "given" : "NULL",
+              forms[f].in_place ? "in place of x1" : "apart", forms[f].y ? " y" : "",
+              forms[f].yb ? " yb" : "", forms[f].rstd ? " rstd" : "", exo, ey, er, bound, eb,
+              bf16_bound(bound), bits, forms[f].s1 ? "resid_mix" : "scale_add_fwd");
+        free(t_xo), free(t_y), free(t_yb), free(t_r);
+    }
+    free(x1), free(x2), free(mix), free(x2b), free(xo), free(y), free(rstd);
 }
 
 void gk_check_rmsnorm(gk_cu_arena *arena)
@@ -252,6 +412,16 @@ void gk_check_rmsnorm(gk_cu_arena *arena)
         free(dxz);
         free(x), free(dy), free(dx), free(y), free(rstd);
     }
+    /* The fused residual update: the widths above, 37 (scalar, two slots a
+     * lane), 2048 (the fallback that reads the row twice, as 2049 on the
+     * scalar path) and the baseline's. */
+    static const struct {
+        int N, C;
+    } mix_shapes[] = {{1, 8}, {5, 37}, {7, 100}, {300, 512}, {33, 1000}, {64, 2049}, {9, 2048},
+                      {TIME_N, TIME_C}};
+    for (size_t s = 0; s < sizeof mix_shapes / sizeof mix_shapes[0]; s++)
+        check_mix_rmsnorm(arena, mix_shapes[s].N, mix_shapes[s].C);
+    gk_cu_arena_reset(arena);
     time_rmsnorm(arena);
 }
 
@@ -331,6 +501,62 @@ static void time_act(gk_cu_arena *arena)
             [&] { GK_CU(gk_cu_act_fwd(y, NULL, x, N, F, GK_OP_RELU2, 0)); });
     time_it("relu2 bwd [32768,1024]", 16.0 * n,
             [&] { GK_CU(gk_cu_act_bwd(dx, NULL, y, x, N, F, GK_OP_RELU2, 0)); });
+    /* The bf16-input forms, as the training step runs them, at the whole
+     * micro-batch: x in bf16, y and d(x) out in bf16. */
+    gk_cu_arena_reset(arena);
+    size_t nb = (size_t)TIME_N * F;
+    gk_bf16 *xb = time_filled<gk_bf16>(arena, nb, 26), *yb = time_filled<gk_bf16>(arena, nb, 27);
+    gk_bf16 *dxb = time_filled<gk_bf16>(arena, nb, 28);
+    float *dy = time_filled(arena, nb, 29);
+    time_it("relu2 fwd bx [65536,1024]", 4.0 * nb,
+            [&] { GK_CU(gk_cu_act_fwd_bx(yb, xb, TIME_N, F, GK_OP_RELU2, 0)); });
+    time_it("relu2 bwd bx [65536,1024]", 8.0 * nb,
+            [&] { GK_CU(gk_cu_act_bwd_bx(dxb, dy, xb, TIME_N, F, GK_OP_RELU2, 0)); });
+}
+
+/* gk_cu_act_fwd_bx and gk_cu_act_bwd_bx on [N, F] against the CPU (x rounded
+ * to bf16 first: what the kernels read; the gradient into zeros: written)
+ * and against gk_cu_act_fwd(NULL, yb, ...) and gk_cu_act_bwd(NULL, dxb, ...)
+ * on the widened x, bit for bit. */
+static void check_act_bx(gk_cu_arena *arena, gk_act act, const char *name, double bound, int N,
+                         int F)
+{
+    size_t ny = (size_t)N * F, nx = act == GK_OP_SWIGLU ? 2 * ny : ny;
+    float *x = gk_check_randn(nx, 2.0), *dy = gk_check_randn(ny, 1.0);
+    gk_check_round_bf16(x, nx);
+    float *y = (float *)gk_check_xalloc(ny * 4), *dx = (float *)gk_check_xalloc(nx * 4);
+    gk_act_fwd_f32(y, x, N, F, act);
+    gk_act_bwd_f32(dx, dy, x, N, F, act);
+
+    gk_cu_arena_reset(arena);
+    float *d_x = gk_check_up(arena, x, nx), *d_dy = gk_check_up(arena, dy, ny);
+    gk_bf16 *d_yb = (gk_bf16 *)gk_check_poisoned(arena, ny * 2);
+    gk_bf16 *d_dxb = (gk_bf16 *)gk_check_poisoned(arena, nx * 2);
+    GK_CU(gk_cu_act_fwd(NULL, d_yb, d_x, N, F, act, 0));
+    GK_CU(gk_cu_act_bwd(NULL, d_dxb, d_dy, d_x, N, F, act, 0));
+    float *t_yb = gk_check_download(d_yb, ny, GK_OUT_BF16);
+    float *t_dxb = gk_check_download(d_dxb, nx, GK_OUT_BF16);
+
+    gk_cu_arena_reset(arena);
+    gk_bf16 *d_xb = (gk_bf16 *)gk_check_upload(arena, x, nx, GK_OUT_BF16);
+    d_dy = gk_check_up(arena, dy, ny);
+    d_yb = (gk_bf16 *)gk_check_poisoned(arena, ny * 2);
+    d_dxb = (gk_bf16 *)gk_check_poisoned(arena, nx * 2);
+    GK_CU(gk_cu_act_fwd_bx(d_yb, d_xb, N, F, act, 0));
+    GK_CU(gk_cu_act_bwd_bx(d_dxb, d_dy, d_xb, N, F, act, 0));
+    size_t bf = 0, bb = 0;
+    double ef = compare(d_yb, GK_OUT_BF16, y, t_yb, ny, bound, &bf);
+    double eb = compare(d_dxb, GK_OUT_BF16, dx, t_dxb, nx, bound, &bb);
+    GK_OK(ef <= bf16_bound(bound) && bf == 0,
+          "%s fwd bx, N %d F %d: bf16 y max rel err against the CPU %.3g (bound %g); %zu of %zu "
+          "differ from gk_cu_act_fwd's on the widened x (bound 0: bit-identical)", name, N, F,
+          ef, bf16_bound(bound), bf, ny);
+    GK_OK(eb <= bf16_bound(bound) && bb == 0,
+          "%s bwd bx, N %d F %d: bf16 dx max rel err against the CPU %.3g (bound %g); %zu of %zu "
+          "differ from gk_cu_act_bwd's on the widened x (bound 0: bit-identical)", name, N, F,
+          eb, bf16_bound(bound), bb, nx);
+    free(t_yb), free(t_dxb);
+    free(x), free(dy), free(y), free(dx);
 }
 
 void gk_check_act(gk_cu_arena *arena)
@@ -381,6 +607,14 @@ void gk_check_act(gk_cu_arena *arena)
             free(dxz);
             free(x), free(dy), free(dx), free(y);
         }
+    /* The bf16-input forms on the same shapes (1 and 257 on the scalar path),
+     * then relu^2 at the baseline's. */
+    for (size_t a = 0; a < sizeof acts / sizeof acts[0]; a++)
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            check_act_bx(arena, acts[a].act, acts[a].name, acts[a].bound, shapes[s].N,
+                         shapes[s].F);
+    check_act_bx(arena, GK_OP_RELU2, "relu2", 0, TIME_N, TIME_F);
+    gk_cu_arena_reset(arena);
     time_act(arena);
 }
 
@@ -437,6 +671,84 @@ static double softcap_dz_allowance(double dloss, int N)
     return 4 * 0x1p-24 * fabs(dloss) / N;
 }
 
+/* gk_cu_softcap_ce_bf16 on [N, V] against the CPU and against
+ * gk_cu_softcap_ce run in place on the same logits (as the training step
+ * runs it): its dz rounded on the host (bit for bit the device's rounding),
+ * its losses and mean, bit for bit; and z is left as it was. */
+static void check_softcap_ce_bf16(gk_cu_arena *arena, int N, int V)
+{
+    const double cap = 30, dloss = 1.7, bound_loss = 1e-5, bound_dz = 1e-4;
+    size_t n = (size_t)N * V;
+    float *z = gk_check_randn(n, 10.0), *dz = (float *)gk_check_xalloc(n * 4);
+    double *loss = (double *)gk_check_xalloc((size_t)N * 8);
+    double *t_loss = (double *)gk_check_xalloc((size_t)N * 8);
+    double *g_loss = (double *)gk_check_xalloc((size_t)N * 8), t_mean, g_mean;
+    int *tgt = rand_tokens(N, V);
+    double mean = gk_softcap_ce_f32(dz, loss, z, tgt, N, V, cap, dloss);
+
+    gk_cu_arena_reset(arena);
+    int *d_t = (int *)gk_check_up_bytes(arena, tgt, (size_t)N * sizeof *tgt);
+    float *d_z = gk_check_up(arena, z, n);
+    double *d_loss = (double *)gk_check_poisoned(arena, (size_t)N * 8);
+    double *d_mean = (double *)gk_check_poisoned(arena, 8);
+    GK_CU(gk_cu_softcap_ce(d_z, d_loss, d_mean, d_z, d_t, N, V, cap, dloss, 0));
+    float *t_dz = gk_check_down(d_z, n);
+    gk_check_round_bf16(t_dz, n);
+    GK_CU(cudaMemcpy(t_loss, d_loss, (size_t)N * 8, cudaMemcpyDeviceToHost));
+    GK_CU(cudaMemcpy(&t_mean, d_mean, 8, cudaMemcpyDeviceToHost));
+
+    gk_cu_arena_reset(arena);
+    d_t = (int *)gk_check_up_bytes(arena, tgt, (size_t)N * sizeof *tgt);
+    d_z = gk_check_up(arena, z, n);
+    gk_bf16 *d_dzb = (gk_bf16 *)gk_check_poisoned(arena, n * 2);
+    d_loss = (double *)gk_check_poisoned(arena, (size_t)N * 8);
+    d_mean = (double *)gk_check_poisoned(arena, 8);
+    GK_CU(gk_cu_softcap_ce_bf16(d_dzb, d_loss, d_mean, d_z, d_t, N, V, cap, dloss, 0));
+    float *g_dz = gk_check_download(d_dzb, n, GK_OUT_BF16), *g_z = gk_check_down(d_z, n);
+    GK_CU(cudaMemcpy(g_loss, d_loss, (size_t)N * 8, cudaMemcpyDeviceToHost));
+    GK_CU(cudaMemcpy(&g_mean, d_mean, 8, cudaMemcpyDeviceToHost));
+
+    double allow = softcap_dz_allowance(dloss, N), b = bf16_bound(bound_dz);
+    double e = rel_err_beyond(g_dz, dz, n, allow);
+    double el = rel_err_d(g_loss, loss, (size_t)N), em = rel_err_d(&g_mean, &mean, 1);
+    GK_OK(e <= b && el <= bound_loss && em <= bound_loss,
+          "softcap ce bf16, N %d V %d: max rel err against the CPU, bf16 dz %.3g beyond %.3g "
+          "absolute (bound %g), row losses %.3g mean %.3g (bound %g)", N, V, e, allow, b, el,
+          em, bound_loss);
+    size_t bd = bits_differ(g_dz, t_dz, n, sizeof *g_dz);
+    size_t bl = bits_differ(g_loss, t_loss, (size_t)N, sizeof *g_loss);
+    size_t bm = bits_differ(&g_mean, &t_mean, 1, sizeof g_mean);
+    size_t bz = bits_differ(g_z, z, n, sizeof *z);
+    GK_OK(bd == 0 && bl == 0 && bm == 0 && bz == 0,
+          "softcap ce bf16, N %d V %d: %zu of %zu dz differ from gk_cu_softcap_ce's rounded, "
+          "%zu of %d losses and %zu mean from its (bound 0: bit-identical); %zu of z changed "
+          "(bound 0)", N, V, bd, n, bl, N, bm, bz);
+    free(t_dz), free(g_dz), free(g_z);
+    free(z), free(dz), free(loss), free(t_loss), free(g_loss), free(tgt);
+}
+
+/* The head at the baseline: logits [65536, 1024], the bf16 gradient form
+ * (z read, dzb written), then the fp32 one in place (z read, dz written
+ * over it), as the training step ran it before. */
+static void time_softcap_ce(gk_cu_arena *arena)
+{
+    const int N = TIME_N, V = TIME_V;
+    const double cap = 30;
+    size_t n = (size_t)N * V;
+    int *tgt = rand_tokens(N, V);
+    int *d_t = (int *)gk_check_up_bytes(arena, tgt, (size_t)N * sizeof *tgt);
+    float *z = time_filled(arena, n, 30);
+    gk_bf16 *dzb = time_filled<gk_bf16>(arena, n, 31);
+    double *loss = (double *)gk_cu_arena_alloc(arena, (size_t)N * 8);
+    double *mean = (double *)gk_cu_arena_alloc(arena, 8);
+    time_it("softcap_ce_bf16 [65536,1024]", 6.0 * n + 12.0 * N, [&] {
+        GK_CU(gk_cu_softcap_ce_bf16(dzb, loss, mean, z, d_t, N, V, cap, 1.0, 0));
+    });
+    time_it("softcap_ce in place [65536,1024]", 8.0 * n + 12.0 * N,
+            [&] { GK_CU(gk_cu_softcap_ce(z, loss, mean, z, d_t, N, V, cap, 1.0, 0)); });
+    free(tgt);
+}
+
 void gk_check_softcap_ce(gk_cu_arena *arena)
 {
     static const struct {
@@ -487,6 +799,12 @@ void gk_check_softcap_ce(gk_cu_arena *arena)
         free(gdz);
         free(z), free(dz), free(loss), free(got), free(tgt);
     }
+    /* The bf16 gradient on the same shapes, then the baseline's logits. */
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        check_softcap_ce_bf16(arena, shapes[s].N, shapes[s].V);
+    check_softcap_ce_bf16(arena, TIME_N, TIME_V);
+    gk_cu_arena_reset(arena);
+    time_softcap_ce(arena);
 }
 
 /* ---- scale by a vector ----------------------------------------------------- */
@@ -510,6 +828,78 @@ static void time_scale_add(gk_cu_arena *arena)
             [&] { GK_CU(gk_cu_scale_add_bwd(NULL, ds, dy, x, s, N, C, 1, work, 0)); });
     time_it("scale_add bwd ds only [65536,512] group 64", 8.0 * n,
             [&] { GK_CU(gk_cu_scale_add_bwd(NULL, ds, dy, x, s, N, C, 64, work, 0)); });
+    /* The residual add of a branch whose product wrote it in bf16, and the
+     * branch's backward (d(x) as the bf16 its product reads, and ds) from an
+     * fp32 and from a bf16 x. */
+    gk_bf16 *xb = time_filled<gk_bf16>(arena, n, 32), *dxb = time_filled<gk_bf16>(arena, n, 33);
+    time_it("scale_add fwd bx [65536,512]", 10.0 * n,
+            [&] { GK_CU(gk_cu_scale_add_fwd_bx(y, xb, s, N, C, 1, 0)); });
+    time_it("scale bwd set dxb+ds [65536,512]", 10.0 * n,
+            [&] { GK_CU(gk_cu_scale_bwd_set(NULL, dxb, ds, dy, x, s, N, C, 1, work, 0)); });
+    time_it("scale bwd set bx dxb+ds [65536,512]", 8.0 * n,
+            [&] { GK_CU(gk_cu_scale_bwd_set_bx(NULL, dxb, ds, dy, xb, s, N, C, 1, work, 0)); });
+}
+
+/* gk_cu_scale_add_fwd_bx and gk_cu_scale_bwd_set_bx on [N, C] against the CPU
+ * (x rounded to bf16 first; d(x) into zeros: written) and against
+ * gk_cu_scale_add_fwd and gk_cu_scale_bwd_set on the widened x, bit for bit;
+ * the backward with both d(x) outputs, then with the bf16 one alone (as the
+ * training step asks for it). */
+static void check_scale_add_bx(gk_cu_arena *arena, int N, int C, int g)
+{
+    const double bound_ds = 1e-6;
+    size_t n = (size_t)N * C, ns = (size_t)(C / g);
+    float *x = gk_check_randn(n, 1.0), *y0 = gk_check_randn(n, 1.0);
+    float *sc = gk_check_randn(ns, 1.0), *dy = gk_check_randn(n, 1.0);
+    float *ds0 = gk_check_randn(ns, 1.0);
+    gk_check_round_bf16(x, n);
+    float *y = dup_f(y0, n), *dx = (float *)gk_check_xalloc(n * 4), *ds = dup_f(ds0, ns);
+    gk_scale_add_fwd_f32(y, x, sc, N, C, g);
+    gk_scale_add_bwd_f32(dx, ds, dy, x, sc, N, C, g);
+
+    gk_cu_arena_reset(arena);
+    void *work = gk_cu_arena_alloc(arena, gk_cu_scale_add_bwd_workspace(N, C));
+    float *d_x = gk_check_up(arena, x, n), *d_y = gk_check_up(arena, y0, n);
+    float *d_s = gk_check_up(arena, sc, ns), *d_dy = gk_check_up(arena, dy, n);
+    float *d_ds = gk_check_up(arena, ds0, ns), *d_dx = (float *)gk_check_poisoned(arena, n * 4);
+    gk_bf16 *d_dxb = (gk_bf16 *)gk_check_poisoned(arena, n * 2);
+    GK_CU(gk_cu_scale_add_fwd(d_y, d_x, d_s, N, C, g, 0));
+    GK_CU(gk_cu_scale_bwd_set(d_dx, d_dxb, d_ds, d_dy, d_x, d_s, N, C, g, work, 0));
+    float *t_y = gk_check_down(d_y, n), *t_dx = gk_check_down(d_dx, n);
+    float *t_dxb = gk_check_download(d_dxb, n, GK_OUT_BF16), *t_ds = gk_check_down(d_ds, ns);
+
+    gk_cu_arena_reset(arena);
+    work = gk_cu_arena_alloc(arena, gk_cu_scale_add_bwd_workspace(N, C));
+    gk_bf16 *d_xb = (gk_bf16 *)gk_check_upload(arena, x, n, GK_OUT_BF16);
+    d_y = gk_check_up(arena, y0, n), d_s = gk_check_up(arena, sc, ns);
+    d_dy = gk_check_up(arena, dy, n), d_ds = gk_check_up(arena, ds0, ns);
+    d_dx = (float *)gk_check_poisoned(arena, n * 4);
+    d_dxb = (gk_bf16 *)gk_check_poisoned(arena, n * 2);
+    GK_CU(gk_cu_scale_add_fwd_bx(d_y, d_xb, d_s, N, C, g, 0));
+    size_t bits = 0;
+    double e = compare(d_y, GK_OUT_F32, y, t_y, n, 0, &bits);
+    GK_OK(e == 0 && bits == 0,
+          "scale_add fwd bx (+=), N %d C %d group %d: max rel err against the CPU %.3g (bound "
+          "0); %zu of %zu differ from gk_cu_scale_add_fwd's on the widened x (bound 0: "
+          "bit-identical)", N, C, g, e, bits, n);
+
+    GK_CU(gk_cu_scale_bwd_set_bx(d_dx, d_dxb, d_ds, d_dy, d_xb, d_s, N, C, g, work, 0));
+    bits = 0;
+    double ex = compare(d_dx, GK_OUT_F32, dx, t_dx, n, 0, &bits);
+    double eb = compare(d_dxb, GK_OUT_BF16, dx, t_dxb, n, 0, &bits);
+    double es = compare(d_ds, GK_OUT_F32, ds, t_ds, ns, bound_ds, &bits);
+    GK_CU(cudaMemcpy(d_ds, ds0, ns * 4, cudaMemcpyHostToDevice));
+    GK_CU(cudaMemset(d_dxb, 0xFF, n * 2));
+    GK_CU(gk_cu_scale_bwd_set_bx(NULL, d_dxb, d_ds, d_dy, d_xb, d_s, N, C, g, work, 0));
+    double eb1 = compare(d_dxb, GK_OUT_BF16, dx, t_dxb, n, 0, &bits);
+    double es1 = compare(d_ds, GK_OUT_F32, ds, t_ds, ns, bound_ds, &bits);
+    GK_OK(ex == 0 && eb == 0 && eb1 == 0 && es <= bound_ds && es1 <= bound_ds && bits == 0,
+          "scale bwd set bx, N %d C %d group %d: max rel err against the CPU dx %.3g, bf16 dx "
+          "%.3g, alone %.3g (bound 0), ds %.3g, %.3g (bound %g); %zu values differ from "
+          "gk_cu_scale_bwd_set's on the widened x (bound 0: bit-identical)", N, C, g, ex, eb,
+          eb1, es, es1, bound_ds, bits);
+    free(t_y), free(t_dx), free(t_dxb), free(t_ds);
+    free(x), free(y0), free(sc), free(dy), free(ds0), free(y), free(dx), free(ds);
 }
 
 void gk_check_scale_add(gk_cu_arena *arena)
@@ -569,6 +959,15 @@ void gk_check_scale_add(gk_cu_arena *arena)
         free(dxz), free(ds3);
         free(x), free(y), free(sc), free(dy), free(dx), free(ds), free(dx1), free(ds1);
     }
+    /* The bf16-x forms: the shapes above, 257 on the scalar path, and the
+     * baseline's residual add. */
+    static const struct {
+        int N, C, group;
+    } bx_shapes[] = {{1, 8, 1},     {37, 100, 1},     {300, 512, 1}, {1000, 512, 64},
+                     {257, 96, 32}, {4099, 300, 3},   {33, 257, 1},  {TIME_N, TIME_C, 1}};
+    for (size_t s = 0; s < sizeof bx_shapes / sizeof bx_shapes[0]; s++)
+        check_scale_add_bx(arena, bx_shapes[s].N, bx_shapes[s].C, bx_shapes[s].group);
+    gk_cu_arena_reset(arena);
     time_scale_add(arena);
 }
 

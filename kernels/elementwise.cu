@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include <cub/device/device_radix_sort.cuh>
 
 /* Threads of a block, for the element-wise kernels and for the one-block-per-
@@ -125,6 +127,30 @@ template <int VEC> __device__ __forceinline__ fvec<VEC> vload(const float *p, bo
     return r;
 }
 
+/* The same from bf16, widened to float (exactly): the kernels that read a
+ * product's bf16 output do the fp32 kernel's arithmetic on the widened values.
+ * For VEC 4, one 8-byte load when WIDE (p 8-byte aligned). */
+template <int VEC>
+__device__ __forceinline__ fvec<VEC> vload(const gk_bf16 *p, bool wide = true)
+{
+    fvec<VEC> r;
+    if constexpr (VEC == 4) {
+        if (wide) {
+            uint2 u = *(const uint2 *)p;
+            __nv_bfloat162 lo, hi;
+            memcpy(&lo, &u.x, 4);
+            memcpy(&hi, &u.y, 4);
+            float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+            r.v[0] = a.x, r.v[1] = a.y, r.v[2] = b.x, r.v[3] = b.y;
+            return r;
+        }
+    }
+#pragma unroll
+    for (int e = 0; e < VEC; e++)
+        r.v[e] = __bfloat162float(p[e]);
+    return r;
+}
+
 template <int VEC>
 __device__ __forceinline__ void vstore(float *p, const fvec<VEC> &r, bool wide = true)
 {
@@ -140,6 +166,18 @@ __device__ __forceinline__ void vstore(float *p, const fvec<VEC> &r, bool wide =
 }
 
 static bool al16(const void *p) { return (uintptr_t)p % 16 == 0; }
+
+/* Whether 4 values of p's type can be moved at once (NULL can): 16 bytes of
+ * fp32, 8 of bf16. */
+static bool al4(const float *p) { return al16(p); }
+static bool al4(const gk_bf16 *p) { return (uintptr_t)p % 8 == 0; }
+
+/* VEC 4 for rows of WIDTH values (a vector never straddles two), every array
+ * aligned for it. */
+template <typename... T> static bool vec4_ok(size_t width, const T *...p)
+{
+    return width % 4 == 0 && (al4(p) && ...);
+}
 
 /* ---- embedding ------------------------------------------------------------- */
 
@@ -287,27 +325,78 @@ template <int G> __device__ __forceinline__ double group_sum(double v)
     return v;
 }
 
-/* No __restrict__: y may alias x. Each lane reads its slots before it writes
- * them and never touches another lane's. Groups past the last row run with
- * zeros, so every lane of a warp reaches the shuffles. */
-template <int VEC, int G, int PER>
+/* The forward's optional prologue (gk_cu_mix_rmsnorm): the row it normalizes
+ * is first formed as xo = s1 x + s2 x2 per channel (x + s2 x2 when s1 is
+ * NULL), stored into xo and kept in registers, so the residual update and
+ * the norm after it read the row once; no_mix is the plain forward. The
+ * roundings are resid_mix_k's and scale_add_k's (group 1): xo has their bits.
+ * s1 and s2 [C] are tiny and stay in L1: scalar loads, no alignment asked. */
+struct no_mix {};
+template <typename X2> struct mix_in {
+    float *xo;
+    const float *s1, *s2;
+    const X2 *x2;
+};
+
+/* Channels c..c+VEC-1 of the row at OFF as the norm sees them: the loaded x
+ * as is, or mixed (and stored into xo). */
+template <int VEC>
+__device__ __forceinline__ fvec<VEC> mixed(no_mix, fvec<VEC> v, size_t, int, bool)
+{
+    return v;
+}
+
+template <int VEC, typename X2>
+__device__ __forceinline__ fvec<VEC> mixed(const mix_in<X2> &m, fvec<VEC> v, size_t off, int c,
+                                           bool wide)
+{
+    fvec<VEC> b = vload<VEC>(m.x2 + off + c, wide);
+#pragma unroll
+    for (int e = 0; e < VEC; e++) {
+        float a = m.s1 ? __fmul_rn(m.s1[c + e], v.v[e]) : v.v[e];
+        v.v[e] = __fadd_rn(a, __fmul_rn(m.s2[c + e], b.v[e]));
+    }
+    vstore<VEC>(m.xo + off + c, v, wide);
+    return v;
+}
+
+/* Where the fallback (PER 0) reads the row again after the sum: x, or xo
+ * once the prologue has stored it. */
+__device__ __forceinline__ const float *mixed_row(no_mix, const float *xr, size_t)
+{
+    return xr;
+}
+
+template <typename X2>
+__device__ __forceinline__ const float *mixed_row(const mix_in<X2> &m, const float *, size_t off)
+{
+    return m.xo + off;
+}
+
+/* No __restrict__: y may alias x, and xo may alias x. Each lane reads its
+ * slots before it writes them and never touches another lane's. Groups past
+ * the last row run with zeros, so every lane of a warp reaches the shuffles.
+ * y may be NULL (yb alone wanted). */
+template <int VEC, int G, int PER, typename M>
 __global__ void __launch_bounds__(THREADS)
     rmsnorm_fwd_k(float *y, gk_bf16 *yb, float *rstd, const float *x, size_t N, int C, double eps,
-                  bool wide)
+                  bool wide, M mix)
 {
     int lane = threadIdx.x & (G - 1);
     size_t row = ((size_t)blockIdx.x * THREADS + threadIdx.x) / G;
     bool live = row < N;
-    const float *xr = x + (live ? row : 0) * C;
-    float *yr = y + (live ? row : 0) * C;
-    gk_bf16 *ybr = yb ? yb + (live ? row : 0) * C : NULL;
+    size_t off = (live ? row : 0) * C;
+    const float *xr = x + off;
+    float *yr = y ? y + off : NULL;
+    gk_bf16 *ybr = yb ? yb + off : NULL;
     double ss = 0;
     if constexpr (PER > 0) {
         fvec<VEC> v[PER];
 #pragma unroll
         for (int k = 0; k < PER; k++) {
             int c = (k * G + lane) * VEC;
-            v[k] = live && c < C ? vload<VEC>(xr + c, wide) : fvec<VEC>{};
+            v[k] = live && c < C ? mixed<VEC>(mix, vload<VEC>(xr + c, wide), off, c, wide)
+                                 : fvec<VEC>{};
 #pragma unroll
             for (int e = 0; e < VEC; e++)
                 ss += (double)v[k].v[e] * v[k].v[e];
@@ -321,7 +410,8 @@ __global__ void __launch_bounds__(THREADS)
 #pragma unroll
                 for (int e = 0; e < VEC; e++)
                     v[k].v[e] *= r;
-                vstore<VEC>(yr + c, v[k], wide);
+                if (yr)
+                    vstore<VEC>(yr + c, v[k], wide);
                 if (ybr)
                     bstore<VEC>(ybr + c, v[k], wide);
             }
@@ -330,19 +420,21 @@ __global__ void __launch_bounds__(THREADS)
             rstd[row] = r;
     } else {
         for (int c = lane * VEC; live && c < C; c += G * VEC) {
-            fvec<VEC> v = vload<VEC>(xr + c, wide);
+            fvec<VEC> v = mixed<VEC>(mix, vload<VEC>(xr + c, wide), off, c, wide);
 #pragma unroll
             for (int e = 0; e < VEC; e++)
                 ss += (double)v.v[e] * v.v[e];
         }
         ss = group_sum<G>(ss);
         float r = (float)(1 / sqrt(ss / C + eps));
+        const float *src = mixed_row(mix, xr, off);
         for (int c = lane * VEC; live && c < C; c += G * VEC) {
-            fvec<VEC> v = vload<VEC>(xr + c, wide);
+            fvec<VEC> v = vload<VEC>(src + c, wide);
 #pragma unroll
             for (int e = 0; e < VEC; e++)
                 v.v[e] *= r;
-            vstore<VEC>(yr + c, v, wide);
+            if (yr)
+                vstore<VEC>(yr + c, v, wide);
             if (ybr)
                 bstore<VEC>(ybr + c, v, wide);
         }
@@ -417,9 +509,12 @@ __global__ void __launch_bounds__(THREADS)
 #undef RMS_BWD
 }
 
-/* The kernel for a row_shape: K<VEC, G, PER>::fn names each instance. */
-template <int VEC, int G, int PER> struct rms_fwd {
-    static constexpr auto fn = &rmsnorm_fwd_k<VEC, G, PER>;
+/* The kernel for a row_shape: K<VEC, G, PER>::fn names each instance (the
+ * forward's for each prologue M). */
+template <typename M> struct rms_fwd {
+    template <int VEC, int G, int PER> struct k {
+        static constexpr auto fn = &rmsnorm_fwd_k<VEC, G, PER, M>;
+    };
 };
 template <int VEC, int G, int PER> struct rms_bwd {
     static constexpr auto fn = &rmsnorm_bwd_k<VEC, G, PER>;
@@ -459,15 +554,50 @@ static unsigned rows_grid(size_t N, row_shape rs)
     return (unsigned)((N + per_block - 1) / per_block);
 }
 
-cudaError_t gk_cu_rmsnorm_fwd(float *y, gk_bf16 *yb, float *rstd, const float *x, int N,
-                              int C, double eps, cudaStream_t stream)
+/* The forward with prologue MIX; WIDE when every row array is aligned for
+ * VEC 4's wide accesses. */
+template <typename M>
+static cudaError_t rmsnorm_fwd_launch(float *y, gk_bf16 *yb, float *rstd, const float *x, int N,
+                                      int C, double eps, bool wide, M mix, cudaStream_t stream)
 {
     if (N > 0) {
         row_shape rs = row_shape_of(C);
-        pick_rows<rms_fwd>(rs)<<<rows_grid((size_t)N, rs), THREADS, 0, stream>>>(
-            y, yb, rstd, x, (size_t)N, C, eps, al16(y) && al16(x) && (uintptr_t)yb % 8 == 0);
+        pick_rows<rms_fwd<M>::template k>(rs)<<<rows_grid((size_t)N, rs), THREADS, 0, stream>>>(
+            y, yb, rstd, x, (size_t)N, C, eps, wide, mix);
     }
     return cudaGetLastError();
+}
+
+cudaError_t gk_cu_rmsnorm_fwd(float *y, gk_bf16 *yb, float *rstd, const float *x, int N,
+                              int C, double eps, cudaStream_t stream)
+{
+    return rmsnorm_fwd_launch(y, yb, rstd, x, N, C, eps, al4(y) && al4(x) && al4(yb), no_mix{},
+                              stream);
+}
+
+template <typename X2>
+static cudaError_t mix_rmsnorm_launch(float *xo, float *y, gk_bf16 *yb, float *rstd,
+                                      const float *x1, const float *s1, const X2 *x2,
+                                      const float *s2, int N, int C, double eps,
+                                      cudaStream_t stream)
+{
+    bool wide = al4(xo) && al4(y) && al4(yb) && al4(x1) && al4(x2);
+    return rmsnorm_fwd_launch(y, yb, rstd, x1, N, C, eps, wide, mix_in<X2>{xo, s1, s2, x2},
+                              stream);
+}
+
+cudaError_t gk_cu_mix_rmsnorm(float *xo, float *y, gk_bf16 *yb, float *rstd, const float *x1,
+                              const float *s1, const float *x2, const float *s2, int N, int C,
+                              double eps, cudaStream_t stream)
+{
+    return mix_rmsnorm_launch(xo, y, yb, rstd, x1, s1, x2, s2, N, C, eps, stream);
+}
+
+cudaError_t gk_cu_mix_rmsnorm_bx(float *xo, float *y, gk_bf16 *yb, float *rstd,
+                                 const float *x1, const float *s1, const gk_bf16 *x2,
+                                 const float *s2, int N, int C, double eps, cudaStream_t stream)
+{
+    return mix_rmsnorm_launch(xo, y, yb, rstd, x1, s1, x2, s2, N, C, eps, stream);
 }
 
 cudaError_t gk_cu_rmsnorm_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float *y,
@@ -594,9 +724,11 @@ cudaError_t gk_cu_rope_bwd(float *dx, const float *dy, const float *cos, const f
 
 /* VEC consecutive outputs per thread: VEC 4 needs N F (relu^2, leaky^2:
  * flat arrays) or F (SwiGLU: gate and up halves of each row) a multiple of 4
- * and aligned arrays. The arithmetic is per element as before. */
-template <int VEC>
-__global__ void act_fwd_k(float *y, gk_bf16 *yb, const float *x, size_t N, int F, gk_act act)
+ * and aligned arrays. The arithmetic is per element as before. X is x's type:
+ * fp32, or the bf16 of a product's output, widened on load (the same
+ * arithmetic on the widened values). */
+template <int VEC, typename X>
+__global__ void act_fwd_k(float *y, gk_bf16 *yb, const X *x, size_t N, int F, gk_act act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
     GK_GRID_STRIDE(i, N * F / VEC)
@@ -628,9 +760,9 @@ __global__ void act_fwd_k(float *y, gk_bf16 *yb, const float *x, size_t N, int F
  * gate derivative 1 + g (1 - sig) crosses zero near g = -1.28, where a fused
  * rounding would be a large relative error. relu^2 writes back dx unchanged
  * where x <= 0 (the vector is stored whole): the same bits as skipping it. */
-template <int VEC>
-__global__ void act_bwd_k(float *dx, gk_bf16 *dxb, const float *dy, const float *x, size_t N,
-                          int F, gk_act act)
+template <int VEC, typename X>
+__global__ void act_bwd_k(float *dx, gk_bf16 *dxb, const float *dy, const X *x, size_t N, int F,
+                          gk_act act)
 {
     const float slope = (float)GK_LEAKY_SLOPE;
     GK_GRID_STRIDE(i, N * F / VEC)
@@ -674,18 +806,19 @@ __global__ void act_bwd_k(float *dx, gk_bf16 *dxb, const float *dy, const float 
     }
 }
 
-/* VEC 4 where every row's vectors stay whole and aligned. */
-static bool act_vec4(size_t N, int F, gk_act act, const void *a, const void *b, const void *c)
+/* The width a 4-vector must not straddle: the flat array, or SwiGLU's row
+ * halves. */
+static size_t act_width(int N, int F, gk_act act)
 {
-    size_t width = act == GK_OP_SWIGLU ? (size_t)F : N * F;
-    return width % 4 == 0 && al16(a) && al16(b) && al16(c);
+    return act == GK_OP_SWIGLU ? (size_t)F : (size_t)N * F;
 }
 
-cudaError_t gk_cu_act_fwd(float *y, gk_bf16 *yb, const float *x, int N, int F, gk_act act,
-                          cudaStream_t stream)
+template <typename X>
+static cudaError_t act_fwd_launch(float *y, gk_bf16 *yb, const X *x, int N, int F, gk_act act,
+                                  cudaStream_t stream)
 {
     size_t n = (size_t)N * F;
-    if (act_vec4((size_t)N, F, act, y ? y : x, x, x) && (uintptr_t)yb % 8 == 0)
+    if (vec4_ok(act_width(N, F, act), y, yb, x))
         act_fwd_k<4><<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(y, yb, x, (size_t)N, F,
                                                                          act);
     else
@@ -693,11 +826,13 @@ cudaError_t gk_cu_act_fwd(float *y, gk_bf16 *yb, const float *x, int N, int F, g
     return cudaGetLastError();
 }
 
-cudaError_t gk_cu_act_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float *x, int N,
-                          int F, gk_act act, cudaStream_t stream)
+/* dx's alignment matters only when it is used (dxb NULL). */
+template <typename X>
+static cudaError_t act_bwd_launch(float *dx, gk_bf16 *dxb, const float *dy, const X *x, int N,
+                                  int F, gk_act act, cudaStream_t stream)
 {
     size_t n = (size_t)N * F;
-    if (act_vec4((size_t)N, F, act, dxb ? x : dx, dy, x) && (uintptr_t)dxb % 8 == 0)
+    if (vec4_ok(act_width(N, F, act), dxb, dy, x) && (dxb || al4(dx)))
         act_bwd_k<4><<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(dx, dxb, dy, x,
                                                                          (size_t)N, F, act);
     else
@@ -706,34 +841,77 @@ cudaError_t gk_cu_act_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float 
     return cudaGetLastError();
 }
 
+cudaError_t gk_cu_act_fwd(float *y, gk_bf16 *yb, const float *x, int N, int F, gk_act act,
+                          cudaStream_t stream)
+{
+    return act_fwd_launch(y, yb, x, N, F, act, stream);
+}
+
+cudaError_t gk_cu_act_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float *x, int N,
+                          int F, gk_act act, cudaStream_t stream)
+{
+    return act_bwd_launch(dx, dxb, dy, x, N, F, act, stream);
+}
+
+cudaError_t gk_cu_act_fwd_bx(gk_bf16 *yb, const gk_bf16 *x, int N, int F, gk_act act,
+                             cudaStream_t stream)
+{
+    if (!yb)
+        return cudaErrorInvalidValue;
+    return act_fwd_launch((float *)NULL, yb, x, N, F, act, stream);
+}
+
+cudaError_t gk_cu_act_bwd_bx(gk_bf16 *dxb, const float *dy, const gk_bf16 *x, int N, int F,
+                             gk_act act, cudaStream_t stream)
+{
+    if (!dxb)
+        return cudaErrorInvalidValue;
+    return act_bwd_launch((float *)NULL, dxb, dy, x, N, F, act, stream);
+}
+
 /* ---- softcapped cross-entropy ---------------------------------------------- */
 
+/* l = cap tanh(z / cap) rounded on its own, as the CPU's float l is: a
+ * product fused into the subtraction l - lmax would shift every exponent. */
+__device__ __forceinline__ float softcap(float z, float cap)
+{
+    return __fmul_rn(cap, tanhf(z / cap));
+}
+
+/* dz's element in its type: fp32 as is, bf16 rounded to nearest. */
+__device__ __forceinline__ void put(float *p, float v) { *p = v; }
+__device__ __forceinline__ void put(gk_bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
 /* One block per row, the reference's three passes: the maximum of z, the sum
- * of exp(l - lmax) in double (l stored into dz on the way), the gradient.
- * dz may alias z: the target's logit is read before the first barrier, and
- * in passes 2 and 3 each thread reads and writes only its own channels. */
-__global__ void softcap_ce_k(float *dz, double *losses, const float *z, const int *targets,
-                             int V, float rcap, float gscale)
+ * of exp(l - lmax) in double, the gradient. In fp32 (T float) l is stored
+ * into dz on the way and read back by pass 3; dz may alias z: the target's
+ * logit is read before the first barrier, and in passes 2 and 3 each thread
+ * reads and writes only its own channels. In bf16, dz cannot hold l, so pass
+ * 3 computes it again from z, the same function of the same value: the same
+ * bits, and the gradient is the round-to-nearest of the fp32 one. */
+template <typename T>
+__global__ void softcap_ce_k(T *dz, double *losses, const float *z, const int *targets, int V,
+                             float rcap, float gscale)
 {
     __shared__ float shf[33];
     __shared__ double shd[33];
     size_t n = blockIdx.x;
     const float *zr = z + n * V;
-    float *dr = dz ? dz + n * V : NULL;
+    T *dr = dz ? dz + n * V : NULL;
     int tgt = targets[n];
     float zt = zr[tgt], zmax = -INFINITY;
     for (int j = threadIdx.x; j < V; j += blockDim.x)
         zmax = fmaxf(zmax, zr[j]);
     zmax = block_reduce(zmax, shf, op_max(), -INFINITY);
-    /* l = cap tanh(z / cap) rounded on its own, as the CPU's float l is: a
-     * product fused into the subtraction l - lmax would shift every exponent. */
-    float lmax = __fmul_rn(rcap, tanhf(zmax / rcap)), lt = __fmul_rn(rcap, tanhf(zt / rcap));
+    float lmax = softcap(zmax, rcap), lt = softcap(zt, rcap);
     double sum = 0;
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        float l = __fmul_rn(rcap, tanhf(zr[j] / rcap));
+        float l = softcap(zr[j], rcap);
         sum += expf(l - lmax);
-        if (dr)
-            dr[j] = l;
+        if constexpr (std::is_same_v<T, float>) {
+            if (dr)
+                dr[j] = l;
+        }
     }
     sum = block_reduce(sum, shd, op_sum(), 0.0);
     double lse = lmax + log(sum); /* sum >= 1: the maximum's own term is 1 */
@@ -744,8 +922,13 @@ __global__ void softcap_ce_k(float *dz, double *losses, const float *z, const in
     float rlse = (float)lse;
     /* 1 - th^2 cancels for large logits (th near +-1): unfused. */
     for (int j = threadIdx.x; j < V; j += blockDim.x) {
-        float th = dr[j] / rcap, g = expf(dr[j] - rlse) - (j == tgt);
-        dr[j] = __fmul_rn(__fmul_rn(g, gscale), __fsub_rn(1.0f, __fmul_rn(th, th)));
+        float l;
+        if constexpr (std::is_same_v<T, float>)
+            l = dr[j];
+        else
+            l = softcap(zr[j], rcap);
+        float th = l / rcap, g = expf(l - rlse) - (j == tgt);
+        put(dr + j, __fmul_rn(__fmul_rn(g, gscale), __fsub_rn(1.0f, __fmul_rn(th, th))));
     }
 }
 
@@ -762,9 +945,10 @@ __global__ void mean_k(double *mean, const double *losses, int N)
         *mean = s / N;
 }
 
-cudaError_t gk_cu_softcap_ce(float *dz, double *losses, double *mean, const float *z,
-                             const int *targets, int N, int V, double cap, double dloss,
-                             cudaStream_t stream)
+template <typename T>
+static cudaError_t softcap_ce_launch(T *dz, double *losses, double *mean, const float *z,
+                                     const int *targets, int N, int V, double cap, double dloss,
+                                     cudaStream_t stream)
 {
     if (N > 0)
         softcap_ce_k<<<N, THREADS, 0, stream>>>(dz, losses, z, targets, V, (float)cap,
@@ -772,6 +956,22 @@ cudaError_t gk_cu_softcap_ce(float *dz, double *losses, double *mean, const floa
     if (mean)
         mean_k<<<1, 1024, 0, stream>>>(mean, losses, N);
     return cudaGetLastError();
+}
+
+cudaError_t gk_cu_softcap_ce(float *dz, double *losses, double *mean, const float *z,
+                             const int *targets, int N, int V, double cap, double dloss,
+                             cudaStream_t stream)
+{
+    return softcap_ce_launch(dz, losses, mean, z, targets, N, V, cap, dloss, stream);
+}
+
+cudaError_t gk_cu_softcap_ce_bf16(gk_bf16 *dzb, double *losses, double *mean, const float *z,
+                                  const int *targets, int N, int V, double cap, double dloss,
+                                  cudaStream_t stream)
+{
+    if (!dzb)
+        return cudaErrorInvalidValue;
+    return softcap_ce_launch(dzb, losses, mean, z, targets, N, V, cap, dloss, stream);
 }
 
 /* ---- scale by a vector ----------------------------------------------------- */
@@ -789,10 +989,9 @@ cudaError_t gk_cu_softcap_ce(float *dz, double *losses, double *mean, const floa
 
 /* y += s[c / group] x, VEC channels per thread; VEC 4 needs C % 4 == 0 (a
  * vector never straddles two rows) and aligned y and x. s is tiny and stays
- * in L1. */
-template <int VEC>
-__global__ void scale_add_k(float *y, const float *x, const float *s, size_t nvec, int C,
-                            int group)
+ * in L1. X is x's type: fp32, or bf16 widened on load. */
+template <int VEC, typename X>
+__global__ void scale_add_k(float *y, const X *x, const float *s, size_t nvec, int C, int group)
 {
     GK_GRID_STRIDE(i, nvec)
     {
@@ -805,28 +1004,29 @@ __global__ void scale_add_k(float *y, const float *x, const float *s, size_t nve
     }
 }
 
-/* VEC 4 where C allows it and the (non-NULL) arrays are aligned. */
-static bool sa_vec4(int C, const void *a, const void *b, const void *c)
-{
-    return C % 4 == 0 && (!a || al16(a)) && al16(b) && al16(c);
-}
-
-static void scale_add_launch(float *y, const float *x, const float *s, int N, int C, int group,
-                             cudaStream_t stream)
+template <typename X>
+static cudaError_t scale_add_launch(float *y, const X *x, const float *s, int N, int C,
+                                    int group, cudaStream_t stream)
 {
     size_t n = (size_t)N * C;
-    if (sa_vec4(C, y, x, x))
+    if (vec4_ok((size_t)C, y, x))
         scale_add_k<4>
             <<<gk_cu_grid(n / 4, THREADS), THREADS, 0, stream>>>(y, x, s, n / 4, C, group);
     else
         scale_add_k<1><<<gk_cu_grid(n, THREADS), THREADS, 0, stream>>>(y, x, s, n, C, group);
+    return cudaGetLastError();
 }
 
 cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N, int C,
                                 int group, cudaStream_t stream)
 {
-    scale_add_launch(y, x, s, N, C, group, stream);
-    return cudaGetLastError();
+    return scale_add_launch(y, x, s, N, C, group, stream);
+}
+
+cudaError_t gk_cu_scale_add_fwd_bx(float *y, const gk_bf16 *x, const float *s, int N, int C,
+                                   int group, cudaStream_t stream)
+{
+    return scale_add_launch(y, x, s, N, C, group, stream);
 }
 
 /* x = mix[0] xin + mix[1] x0 per channel. model_impl.h forms resid_mix as
@@ -859,9 +1059,9 @@ cudaError_t gk_cu_resid_mix(float *x, const float *xin, const float *x0, const f
  * in flight before the first add (the dx stores would otherwise keep the
  * compiler from hoisting the next row's loads); phase 0 then adds the
  * phases' sums in order into part[chunk][c]. */
-template <int VEC>
+template <int VEC, typename X>
 __global__ void __launch_bounds__(32 * DS_PHASES)
-    ds_part_k(float *dx, gk_bf16 *dxb, bool set, double *part, const float *dy, const float *x,
+    ds_part_k(float *dx, gk_bf16 *dxb, bool set, double *part, const float *dy, const X *x,
               const float *s, int N, int C, int group)
 {
     __shared__ double sh[DS_PHASES][32 * VEC];
@@ -962,15 +1162,16 @@ size_t gk_cu_scale_add_bwd_workspace(int N, int C)
 }
 
 /* Both passes of ds, with ds_part_k's d(x) outputs. */
-static void ds_launch(float *dx, gk_bf16 *dxb, bool set, float *ds, const float *dy,
-                      const float *x, const float *s, int N, int C, int group, void *work,
-                      cudaStream_t stream)
+template <typename X>
+static void ds_launch(float *dx, gk_bf16 *dxb, bool set, float *ds, const float *dy, const X *x,
+                      const float *s, int N, int C, int group, void *work, cudaStream_t stream)
 {
     int nchunk = (N + DS_ROWS - 1) / DS_ROWS;
     dim3 block(32, DS_PHASES);
     /* Chunks along x, whose limit is 2^31 - 1 blocks (y's is 65535); VEC 4
-     * stores 4 bf16, 8 bytes, when dxb is 8-byte aligned. */
-    if (sa_vec4(C, dx, dy, x) && (uintptr_t)dxb % 8 == 0)
+     * stores 4 bf16, 8 bytes, when dxb is 8-byte aligned (reads them from a
+     * bf16 x likewise). */
+    if (vec4_ok((size_t)C, dx, dxb, dy, x))
         ds_part_k<4><<<dim3((unsigned)nchunk, (unsigned)((C / 4 + 31) / 32)), block, 0,
                        stream>>>(dx, dxb, set, (double *)work, dy, x, s, N, C, group);
     else
@@ -992,15 +1193,30 @@ cudaError_t gk_cu_scale_add_bwd(float *dx, float *ds, const float *dy, const flo
     return cudaGetLastError();
 }
 
-cudaError_t gk_cu_scale_bwd_set(float *dx, gk_bf16 *dxb, float *ds, const float *dy,
-                                const float *x, const float *s, int N, int C, int group,
-                                void *work, cudaStream_t stream)
+template <typename X>
+static cudaError_t scale_bwd_set_launch(float *dx, gk_bf16 *dxb, float *ds, const float *dy,
+                                        const X *x, const float *s, int N, int C, int group,
+                                        void *work, cudaStream_t stream)
 {
     if (!ds)
         return cudaErrorInvalidValue;
     if (N > 0)
         ds_launch(dx, dxb, true, ds, dy, x, s, N, C, group, work, stream);
     return cudaGetLastError();
+}
+
+cudaError_t gk_cu_scale_bwd_set(float *dx, gk_bf16 *dxb, float *ds, const float *dy,
+                                const float *x, const float *s, int N, int C, int group,
+                                void *work, cudaStream_t stream)
+{
+    return scale_bwd_set_launch(dx, dxb, ds, dy, x, s, N, C, group, work, stream);
+}
+
+cudaError_t gk_cu_scale_bwd_set_bx(float *dx, gk_bf16 *dxb, float *ds, const float *dy,
+                                   const gk_bf16 *x, const float *s, int N, int C, int group,
+                                   void *work, cudaStream_t stream)
+{
+    return scale_bwd_set_launch(dx, dxb, ds, dy, x, s, N, C, group, work, stream);
 }
 
 /* ---- Adam ------------------------------------------------------------------ */

@@ -1,6 +1,10 @@
 /* elementwise: the CUDA kernels of the layers that are not matrix products
  * (embedding, RMSNorm, rotary, the feed-forward activations, the softcapped
- * cross-entropy, scale-and-add, Adam), float32 in and out.
+ * cross-entropy, scale-and-add, Adam), float32 in and out, with bf16 side
+ * outputs for the products that read them. The *_bx variants read an input
+ * that a product wrote in bf16 (half its bytes); each gives exactly what its
+ * fp32 twin gives on the fp32 widening of that input (widening is exact), so
+ * the checks hold them to their twin bit for bit.
  *
  * Every launcher has the contract of its CPU twin in lib/ops.h (or, for Adam,
  * lib/optim.c's adam_tensor), so kernels/check_elementwise.cu compares them
@@ -61,6 +65,22 @@ cudaError_t gk_cu_rmsnorm_fwd(float *y, gk_bf16 *yb, float *rstd, const float *x
 cudaError_t gk_cu_rmsnorm_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float *y,
                               const float *rstd, int N, int C, cudaStream_t stream);
 
+/* A residual update and the RMSNorm after it, in one pass over the row (the
+ * forward's kernel with a prologue): xo[n,c] = A + s2[c] x2[n,c] with
+ * A = s1[c] x1[n,c], or A = x1[n,c] when s1 is NULL (s1, s2 [C]), rounded as
+ * gk_cu_resid_mix (s1 given: x1 xin, x2 x0, s1 s2 the two halves of mix) and
+ * gk_cu_scale_add_fwd with group 1 (s1 NULL: x1 += s2 x2) round it, stored
+ * into xo; then y, yb and rstd are what gk_cu_rmsnorm_fwd(y, yb, rstd, xo, N,
+ * C, eps) gives, bit for bit. xo may alias x1, not y or x2. y may be NULL
+ * (yb alone wanted); yb and rstd may be NULL. The _bx variant reads x2 in
+ * bf16 (a product's output), as the fp32 one on its widening. */
+cudaError_t gk_cu_mix_rmsnorm(float *xo, float *y, gk_bf16 *yb, float *rstd, const float *x1,
+                              const float *s1, const float *x2, const float *s2, int N, int C,
+                              double eps, cudaStream_t stream);
+cudaError_t gk_cu_mix_rmsnorm_bx(float *xo, float *y, gk_bf16 *yb, float *rstd,
+                                 const float *x1, const float *s1, const gk_bf16 *x2,
+                                 const float *s2, int N, int C, double eps, cudaStream_t stream);
+
 /* Rotary embedding, half-split with partial rope_dims, as gk_rope_fwd_f32 /
  * gk_rope_bwd_f32, on the tables of gk_rope_table_f32 (copied to the device).
  * y may alias x; dx must not alias dy. The backward adds into dx, or, with
@@ -81,6 +101,14 @@ cudaError_t gk_cu_act_fwd(float *y, gk_bf16 *yb, const float *x, int N, int F, g
                           cudaStream_t stream);
 cudaError_t gk_cu_act_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float *x, int N,
                           int F, gk_act act, cudaStream_t stream);
+/* The same with the pre-activation x in bf16 (the product's output), bf16
+ * out: gk_cu_act_fwd(NULL, yb, ...) and gk_cu_act_bwd(NULL, dxb, ...) on the
+ * fp32 widening of x, bit for bit. yb and dxb are required
+ * (cudaErrorInvalidValue without). */
+cudaError_t gk_cu_act_fwd_bx(gk_bf16 *yb, const gk_bf16 *x, int N, int F, gk_act act,
+                             cudaStream_t stream);
+cudaError_t gk_cu_act_bwd_bx(gk_bf16 *dxb, const float *dy, const gk_bf16 *x, int N, int F,
+                             gk_act act, cudaStream_t stream);
 
 /* Softcapped cross-entropy, forward and backward fused, as gk_softcap_ce_f32:
  * one block per row. losses [N] (required) receives each row's loss in
@@ -92,10 +120,22 @@ cudaError_t gk_cu_act_bwd(float *dx, gk_bf16 *dxb, const float *dy, const float 
 cudaError_t gk_cu_softcap_ce(float *dz, double *losses, double *mean, const float *z,
                              const int *targets, int N, int V, double cap, double dloss,
                              cudaStream_t stream);
+/* The same with the gradient written only in bf16 (what the head's products
+ * read), into dzb [N,V] (required: cudaErrorInvalidValue without), each
+ * element the round-to-nearest of exactly the fp32 value gk_cu_softcap_ce
+ * writes into dz; losses and *mean the same bits as its. z is not modified
+ * (dzb must not overlap it). */
+cudaError_t gk_cu_softcap_ce_bf16(gk_bf16 *dzb, double *losses, double *mean, const float *z,
+                                  const int *targets, int N, int V, double cap, double dloss,
+                                  cudaStream_t stream);
 
-/* y[n,c] += s[c/group] x[n,c], as gk_scale_add_fwd_f32. */
+/* y[n,c] += s[c/group] x[n,c], as gk_scale_add_fwd_f32. The _bx variant
+ * reads x in bf16 (a branch's product output), as the fp32 one on its
+ * widening. */
 cudaError_t gk_cu_scale_add_fwd(float *y, const float *x, const float *s, int N, int C,
                                 int group, cudaStream_t stream);
+cudaError_t gk_cu_scale_add_fwd_bx(float *y, const gk_bf16 *x, const float *s, int N, int C,
+                                   int group, cudaStream_t stream);
 /* resid_mix: x[n,c] = mix[c] xin[n,c] + mix[C+c] x0[n,c] (mix [2,C]), what
  * model_impl.h computes as two gk_scale_add_fwd_f32 into zeros, with the
  * same roundings. x must not alias xin or x0. */
@@ -120,6 +160,12 @@ cudaError_t gk_cu_scale_add_bwd(float *dx, float *ds, const float *dy, const flo
 cudaError_t gk_cu_scale_bwd_set(float *dx, gk_bf16 *dxb, float *ds, const float *dy,
                                 const float *x, const float *s, int N, int C, int group,
                                 void *work, cudaStream_t stream);
+/* The same with the forward's x in bf16: gk_cu_scale_bwd_set on its fp32
+ * widening, bit for bit (ds reduced in the same order; the same workspace,
+ * gk_cu_scale_add_bwd_workspace(N, C) bytes). */
+cudaError_t gk_cu_scale_bwd_set_bx(float *dx, gk_bf16 *dxb, float *ds, const float *dy,
+                                   const gk_bf16 *x, const float *s, int N, int C, int group,
+                                   void *work, cudaStream_t stream);
 
 /* One Adam step over a flat buffer of n parameters at step t (1-based), as
  * lib/optim.c's adam_tensor (torch's fused Adam): m, v updated and stored in
