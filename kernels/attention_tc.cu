@@ -37,7 +37,7 @@
  *     from the diagonal on; per tile the warp forms S^T = K Q^T and
  *     dP^T = V dO^T, P^T = exp(S^T - lse), dS^T = P^T (dP^T - delta), and
  *     accumulates dV += P^T dO, dK += dS^T Q in registers: a fixed order,
- *     one writer per element.
+ *     one writer per element. dV leaves in bf16, the type c_v's product reads.
  *  3. dq: one block per (query tile of 64, h, b); each warp owns 16 queries,
  *     K/V tiles stream from 0 to the diagonal, and the warp rebuilds P and dS
  *     as above and accumulates dQ += dS K.
@@ -477,7 +477,7 @@ __device__ __forceinline__ void dkdv_load(gk_bf16 *qsm, gk_bf16 *dosm, float *ls
 
 template <int D>
 __global__ void __launch_bounds__(THREADS, 1)
-    attn_tc_dkdv_k(float *dk, float *dv, const gk_bf16 *dout, const gk_bf16 *q,
+    attn_tc_dkdv_k(float *dk, gk_bf16 *dv, int ldv, const gk_bf16 *dout, const gk_bf16 *q,
                    const gk_bf16 *k, const gk_bf16 *v, const float *lse2, const float *delta,
                    int T, int H, int KV, float sl2, float scale)
 {
@@ -558,9 +558,11 @@ __global__ void __launch_bounds__(THREADS, 1)
         if (kj >= T)
             continue;
         size_t o = (((size_t)b * T + kj) * KV + kh) * D + (lane & 3) * 2;
+        size_t ov = ((size_t)b * T + kj) * ldv + (size_t)kh * D + (lane & 3) * 2;
 #pragma unroll
         for (int d = 0; d < DT; d++) {
-            *(float2 *)(dv + o + d * 8) = make_float2(dva[d][2 * r], dva[d][2 * r + 1]);
+            *(__nv_bfloat162 *)(dv + ov + d * 8) =
+                __floats2bfloat162_rn(dva[d][2 * r], dva[d][2 * r + 1]);
             *(float2 *)(dk + o + d * 8) =
                 make_float2(scale * dka[d][2 * r], scale * dka[d][2 * r + 1]);
         }
@@ -705,7 +707,7 @@ extern "C" size_t gk_cu_attention_tc_bwd_workspace(int B, int T, int H)
 }
 
 template <int D>
-static cudaError_t bwd_launch(float *dq, float *dk, float *dv, const gk_bf16 *dout,
+static cudaError_t bwd_launch(float *dq, float *dk, gk_bf16 *dv, int ldv, const gk_bf16 *dout,
                               const gk_bf16 *q, const gk_bf16 *k, const gk_bf16 *v,
                               const float *lse2, const float *delta, int B, int T, int H, int KV,
                               cudaStream_t stream)
@@ -715,7 +717,7 @@ static cudaError_t bwd_launch(float *dq, float *dk, float *dv, const gk_bf16 *do
     size_t skv = 4 * BQ * sizeof(float) + (size_t)(2 * DKV_BK + 4 * BQ) * SD * sizeof(gk_bf16);
     size_t sq = (size_t)(2 * DQ_BQ + 4 * BK) * SD * sizeof(gk_bf16);
     cudaError_t e = launch(attn_tc_dkdv_k<D>, dim3((T + DKV_BK - 1) / DKV_BK, KV, B),
-                           THREADS, skv, stream, dk, dv, dout, q, k, v, lse2, delta, T, H, KV,
+                           THREADS, skv, stream, dk, dv, ldv, dout, q, k, v, lse2, delta, T, H, KV,
                            sl2, scale);
     if (e != cudaSuccess)
         return e;
@@ -723,7 +725,7 @@ static cudaError_t bwd_launch(float *dq, float *dk, float *dv, const gk_bf16 *do
                   THREADS, sq, stream, dq, dout, q, k, v, lse2, delta, T, H, KV, sl2, scale);
 }
 
-extern "C" cudaError_t gk_cu_attention_tc_bwd(float *dq, float *dk, float *dv,
+extern "C" cudaError_t gk_cu_attention_tc_bwd(float *dq, float *dk, gk_bf16 *dv, int ldv,
                                               const gk_bf16 *dout, const gk_bf16 *out,
                                               const float *lse, const gk_bf16 *q,
                                               const gk_bf16 *k, const gk_bf16 *v, int B, int T,
@@ -742,8 +744,8 @@ extern "C" cudaError_t gk_cu_attention_tc_bwd(float *dq, float *dk, float *dv,
     if (e != cudaSuccess)
         return e;
     switch (D) {
-    case 32: return bwd_launch<32>(dq, dk, dv, dout, q, k, v, lse2, delta, B, T, H, KV, stream);
-    case 64: return bwd_launch<64>(dq, dk, dv, dout, q, k, v, lse2, delta, B, T, H, KV, stream);
-    default: return bwd_launch<128>(dq, dk, dv, dout, q, k, v, lse2, delta, B, T, H, KV, stream);
+    case 32: return bwd_launch<32>(dq, dk, dv, ldv, dout, q, k, v, lse2, delta, B, T, H, KV, stream);
+    case 64: return bwd_launch<64>(dq, dk, dv, ldv, dout, q, k, v, lse2, delta, B, T, H, KV, stream);
+    default: return bwd_launch<128>(dq, dk, dv, ldv, dout, q, k, v, lse2, delta, B, T, H, KV, stream);
     }
 }

@@ -37,14 +37,18 @@ cudaError_t gk_cu_attention_tc_fwd(gk_bf16 *out, float *lse, const gk_bf16 *q, c
 size_t gk_cu_attention_tc_bwd_workspace(int B, int T, int H);
 
 /* The gradients from dout [B,T,H,D] bf16, the forward's out and lse, and q, k,
- * v: dq [B,T,H,D], dk, dv [B,T,KV,D] fp32, OVERWRITTEN (not added).
+ * v: dq [B,T,H,D], dk [B,T,KV,D] fp32 (what the QK norms' backward reads) and
+ * dv [B,T,KV,D] bf16 (what c_v's product reads) with its tokens LDV elements
+ * apart (KV D packed; more when dv is a block of columns of a wider matrix),
+ * OVERWRITTEN (not added); a gap between dv's tokens is not written.
  * WORKSPACE holds gk_cu_attention_tc_bwd_workspace(B, T, H) bytes, 16-byte
  * aligned. Deterministic: no atomics, every sum in a fixed order, the same
  * bits on every run. */
-cudaError_t gk_cu_attention_tc_bwd(float *dq, float *dk, float *dv, const gk_bf16 *dout,
-                                   const gk_bf16 *out, const float *lse, const gk_bf16 *q,
-                                   const gk_bf16 *k, const gk_bf16 *v, int B, int T, int H,
-                                   int KV, int D, void *workspace, cudaStream_t stream);
+cudaError_t gk_cu_attention_tc_bwd(float *dq, float *dk, gk_bf16 *dv, int ldv,
+                                   const gk_bf16 *dout, const gk_bf16 *out, const float *lse,
+                                   const gk_bf16 *q, const gk_bf16 *k, const gk_bf16 *v, int B,
+                                   int T, int H, int KV, int D, void *workspace,
+                                   cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -25,7 +25,8 @@
  * bf16, 2^-9 of each value at most, and out's own rounding to bf16:
  * - lse 1e-4: fp32 throughout (the hardware exp2 within ~2^-22, sums of 1024
  *   terms in another order): about 1e-6 of |lse| ~ log T.
- * - out 3e-2, dq, dk, dv 6e-2: rounding P moves an element of out by up to
+ * - out 3e-2, dq, dk, dv 6e-2 (dv is written in bf16: one more rounding,
+ *   2^-9, inside the bound): rounding P moves an element of out by up to
  *   2^-9 sum_j p_j |v_j|, an absolute error, largest in a sequence's first
  *   rows, where a few keys share the weight (p near 1/2), while the RMS floor
  *   is set by the many later rows that average hundreds of keys (about 0.15
@@ -111,17 +112,18 @@ static void check_shape(gk_cu_arena *arena, int B, int T, int H, int KV, int D)
     for (int run = 0; run < 2; run++) {
         g[run][0] = (float *)gk_check_poisoned(arena, nq * 4);
         g[run][1] = (float *)gk_check_poisoned(arena, nk * 4);
-        g[run][2] = (float *)gk_check_poisoned(arena, nk * 4);
-        GK_CU(gk_cu_attention_tc_bwd(g[run][0], g[run][1], g[run][2], d_dout, d_outr, d_lsec,
+        g[run][2] = (float *)gk_check_poisoned(arena, nk * 2); /* dv: bf16 */
+        GK_CU(gk_cu_attention_tc_bwd(g[run][0], g[run][1], (gk_bf16 *)g[run][2], KV * D, d_dout,
+                                     d_outr, d_lsec,
                                      d_q, d_k, d_v, B, T, H, KV, D, work, 0));
     }
     double eq = err_of(g[0][0], dq, nq, GK_OUT_F32), ek = err_of(g[0][1], dk, nk, GK_OUT_F32),
-           ev = err_of(g[0][2], dv, nk, GK_OUT_F32);
+           ev = err_of(g[0][2], dv, nk, GK_OUT_BF16);
     GK_OK(eq <= grad_bound && ek <= grad_bound && ev <= grad_bound,
           "attention_tc bwd, B %d T %d H %d KV %d D %d: max rel err dq %.3g dk %.3g dv %.3g "
           "(bound %g)", B, T, H, KV, D, eq, ek, ev, grad_bound);
     GK_OK(same_bits(g[0][0], g[1][0], nq) && same_bits(g[0][1], g[1][1], nk) &&
-              same_bits(g[0][2], g[1][2], nk),
+              same_bits(g[0][2], g[1][2], nk / 2),
           "attention_tc bwd, B %d T %d H %d KV %d D %d: two runs give the same bits", B, T, H,
           KV, D);
     free(q), free(k), free(v), free(dout), free(out), free(lse), free(outr), free(dq),
@@ -174,13 +176,14 @@ static void time_baseline(gk_cu_arena *arena)
         gk_bf16 *v = (gk_bf16 *)carve_filled(&at, nk, 1, 3), *dout = (gk_bf16 *)carve_filled(&at, nq, 1, 4);
         gk_bf16 *out = (gk_bf16 *)carve_filled(&at, nq, 1, 5);
         float *lse = (float *)carve_filled(&at, nl, 0, 6), *dq = (float *)carve_filled(&at, nq, 0, 7);
-        float *dk = (float *)carve_filled(&at, nk, 0, 8), *dv = (float *)carve_filled(&at, nk, 0, 9);
+        float *dk = (float *)carve_filled(&at, nk, 0, 8);
+        gk_bf16 *dv = (gk_bf16 *)carve_filled(&at, nk, 1, 9);
         void *work = carve_filled(&at, 2 * nl, 0, 10);
         fwd_ms = gk_check_median_ms([&] {
             GK_CU(gk_cu_attention_tc_fwd(out, lse, q, k, v, B, T, H, KV, D, 0));
         });
         bwd_ms = gk_check_median_ms([&] {
-            GK_CU(gk_cu_attention_tc_bwd(dq, dk, dv, dout, out, lse, q, k, v, B, T, H, KV, D,
+            GK_CU(gk_cu_attention_tc_bwd(dq, dk, dv, KV * D, dout, out, lse, q, k, v, B, T, H, KV, D,
                                          work, 0));
         });
     }
@@ -222,7 +225,7 @@ void gk_check_attention_tc(gk_cu_arena *arena)
         check_shape(arena, shapes[s].B, shapes[s].T, shapes[s].H, shapes[s].KV, shapes[s].D);
     GK_OK(gk_cu_attention_tc_fwd(NULL, NULL, NULL, NULL, NULL, 1, 8, 2, 1, 48, 0) ==
                   cudaErrorInvalidValue &&
-              gk_cu_attention_tc_bwd(NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 1, 8,
+              gk_cu_attention_tc_bwd(NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL, NULL, 1, 8,
                                      2, 1, 48, NULL, 0) == cudaErrorInvalidValue,
           "attention_tc refuses D 48 with cudaErrorInvalidValue");
     time_baseline(arena);

@@ -12,9 +12,10 @@
  *   step is the same float operation as its kernel's; the gain's gradient 1e-6
  *   (the fused kernel sums its terms in another order).
  * Shapes cover D 32, 64 and 128, partial rotary, positions past one block of
- * rows, with and without the gain, and the golf baseline's query (B 64,
- * T 1024, 8 heads of 64), which is also timed (one "# timing" line each way,
- * against the chain it replaces). */
+ * rows, with and without the gain, tokens packed and LD apart (a block of
+ * columns of a wider product, the gaps checked unwritten), and the golf
+ * baseline's query (B 64, T 1024, 8 heads of 64), which is also timed (one
+ * "# timing" line each way, against the chain it replaces). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +24,10 @@
 #include "elementwise.h"
 #include "headnorm.h"
 
+/* PAD > 0 runs the fused kernels on x and dxb whose tokens are H D + PAD
+ * elements apart, the gaps NaN in x and checked to stay poisoned in dxb. */
 typedef struct {
-    int B, T, H, D, R, gain;
+    int B, T, H, D, R, gain, pad;
 } shape;
 
 static float *gpu_gain_or_null(gk_cu_arena *a, const float *gain, int H, int on)
@@ -101,6 +104,34 @@ static double bf16_vs(const gk_bf16 *dev, const void *other_dev, float *want, si
     return e;
 }
 
+/* A device copy of the N tokens of C floats of X (device), LD apart, the
+ * gaps poisoned. */
+static float *spread(gk_cu_arena *a, const float *x, int N, int C, int ld)
+{
+    float *p = (float *)gk_check_poisoned(a, (size_t)N * ld * 4);
+    GK_CU(cudaMemcpy2D(p, (size_t)ld * 4, x, (size_t)C * 4, (size_t)C * 4, N,
+                       cudaMemcpyDeviceToDevice));
+    return p;
+}
+
+/* The N tokens of C bf16 of P (tokens LD apart) packed into a new device
+ * array; *gaps_ok tells whether every gap element still holds the poison. */
+static gk_bf16 *gather(gk_cu_arena *a, const gk_bf16 *p, int N, int C, int ld, int *gaps_ok)
+{
+    gk_bf16 *q = (gk_bf16 *)gk_cu_arena_alloc(a, (size_t)N * C * 2);
+    GK_CU(cudaMemcpy2D(q, (size_t)C * 2, p, (size_t)ld * 2, (size_t)C * 2, N,
+                       cudaMemcpyDeviceToDevice));
+    size_t bytes = (size_t)N * ld * 2;
+    unsigned char *h = (unsigned char *)gk_check_xalloc(bytes);
+    GK_CU(cudaMemcpy(h, p, bytes, cudaMemcpyDeviceToHost));
+    *gaps_ok = 1;
+    for (size_t i = 0; i < bytes; i++)
+        if (i / 2 % ld >= (size_t)C && h[i] != 0xFF)
+            *gaps_ok = 0;
+    free(h);
+    return q;
+}
+
 static void check_shape(gk_cu_arena *a, const shape *s)
 {
     int N = s->B * s->T, C = s->H * s->D;
@@ -124,16 +155,21 @@ static void check_shape(gk_cu_arena *a, const shape *s)
     gk_bf16 *d_yc = (gk_bf16 *)gk_check_poisoned(a, n * 2), *d_dxc = (gk_bf16 *)gk_check_poisoned(a, n * 2);
     float *d_rstd = (float *)gk_check_poisoned(a, rows * 4);
     void *work = gk_cu_arena_alloc(a, gk_cu_head_prep_bwd_workspace(s->B, s->T, s->H));
-    GK_CU(gk_cu_head_prep_fwd(d_y, d_rstd, d_x, d_cos, d_sin, d_gain, s->B, s->T, s->H, s->D,
-                              s->R, GK_RMSNORM_EPS, 0));
-    GK_CU(gk_cu_head_prep_bwd(d_dx, d_dg, d_dy, d_x, d_rstd, d_cos, d_sin, d_gain, s->B, s->T,
-                              s->H, s->D, s->R, work, 0));
+    int ld = C + s->pad, gaps_ok = 1;
+    float *d_xp = s->pad ? spread(a, d_x, N, C, ld) : d_x;
+    gk_bf16 *d_dxp = s->pad ? (gk_bf16 *)gk_check_poisoned(a, (size_t)N * ld * 2) : d_dx;
+    GK_CU(gk_cu_head_prep_fwd(d_y, d_rstd, d_xp, ld, d_cos, d_sin, d_gain, s->B, s->T, s->H,
+                              s->D, s->R, GK_RMSNORM_EPS, 0));
+    GK_CU(gk_cu_head_prep_bwd(d_dxp, ld, d_dg, d_dy, d_xp, ld, d_rstd, d_cos, d_sin, d_gain,
+                              s->B, s->T, s->H, s->D, s->R, work, 0));
+    if (s->pad)
+        d_dx = gather(a, d_dxp, N, C, ld, &gaps_ok);
     gpu_chain(a, s, d_x, d_dy, d_cos, d_sin, d_gain, d_yc, d_dxc, d_dgc);
 
     const double bound = 1.0 / 128;
-    char what[96];
-    snprintf(what, sizeof what, "B %d T %d H %d D %d rope_dims %d%s", s->B, s->T, s->H, s->D,
-             s->R, s->gain ? ", gain" : "");
+    char what[128];
+    snprintf(what, sizeof what, "B %d T %d H %d D %d rope_dims %d%s, token stride %d", s->B,
+             s->T, s->H, s->D, s->R, s->gain ? ", gain" : "", ld);
     double e = bf16_vs(d_y, d_yc, NULL, n);
     GK_OK(e == 0, "head_prep fwd vs the kernel chain, %s: max rel err %.3g (bound 0)", what, e);
     e = bf16_vs(d_y, NULL, y, n);
@@ -142,6 +178,8 @@ static void check_shape(gk_cu_arena *a, const shape *s)
     GK_OK(e == 0, "head_prep bwd vs the kernel chain, %s: max rel err %.3g (bound 0)", what, e);
     e = bf16_vs(d_dx, NULL, dx, n);
     GK_OK(e <= bound, "head_prep bwd vs CPU, %s: max rel err %.3g (bound %.3g)", what, e, bound);
+    if (s->pad)
+        GK_OK(gaps_ok, "head_prep bwd, %s: the gaps between tokens are not written", what);
     if (s->gain) {
         float *got = gk_check_down(d_dg, (size_t)s->H), *chain = gk_check_down(d_dgc, (size_t)s->H);
         double ec = gk_check_rel_err(got, chain, (size_t)s->H);
@@ -156,7 +194,7 @@ static void check_shape(gk_cu_arena *a, const shape *s)
 /* The baseline's query, fused and as the chain, forward and backward. */
 static void time_head_prep(gk_cu_arena *a)
 {
-    const shape s = {64, 1024, 8, 64, 64, 1};
+    const shape s = {64, 1024, 8, 64, 64, 1, 0};
     int N = s.B * s.T, C = s.H * s.D;
     size_t n = (size_t)N * C, nt = (size_t)s.T * (s.R / 2);
     float *h = gk_check_randn(n, 1.0), *tab = gk_check_randn(nt, 0.5), *gain = gk_check_randn(8, 1.0);
@@ -167,12 +205,12 @@ static void time_head_prep(gk_cu_arena *a)
     gk_bf16 *y = (gk_bf16 *)gk_cu_arena_alloc(a, n * 2), *dx = (gk_bf16 *)gk_cu_arena_alloc(a, n * 2);
     void *work = gk_cu_arena_alloc(a, gk_cu_head_prep_bwd_workspace(s.B, s.T, s.H));
     float fwd = gk_check_median_ms([&] {
-        GK_CU(gk_cu_head_prep_fwd(y, rstd, x, cos, sin, d_gain, s.B, s.T, s.H, s.D, s.R,
+        GK_CU(gk_cu_head_prep_fwd(y, rstd, x, C, cos, sin, d_gain, s.B, s.T, s.H, s.D, s.R,
                                   GK_RMSNORM_EPS, 0));
     });
     float bwd = gk_check_median_ms([&] {
-        GK_CU(gk_cu_head_prep_bwd(dx, dg, dy, x, rstd, cos, sin, d_gain, s.B, s.T, s.H, s.D, s.R,
-                                  work, 0));
+        GK_CU(gk_cu_head_prep_bwd(dx, C, dg, dy, x, C, rstd, cos, sin, d_gain, s.B, s.T, s.H,
+                                  s.D, s.R, work, 0));
     });
     size_t used = a->used;
     float chain = gk_check_median_ms([&] {
@@ -187,9 +225,10 @@ static void time_head_prep(gk_cu_arena *a)
 
 void gk_check_headnorm(gk_cu_arena *arena)
 {
-    static const shape shapes[] = {{1, 1, 1, 64, 64, 1},  {2, 37, 3, 64, 64, 1},
-                                   {1, 5, 2, 32, 16, 0},  {3, 17, 2, 128, 40, 1},
-                                   {2, 300, 4, 64, 32, 0}, {1, 1024, 8, 64, 64, 1}};
+    static const shape shapes[] = {{1, 1, 1, 64, 64, 1, 0},    {2, 37, 3, 64, 64, 1, 0},
+                                   {1, 5, 2, 32, 16, 0, 0},    {3, 17, 2, 128, 40, 1, 0},
+                                   {2, 300, 4, 64, 32, 0, 0},  {1, 1024, 8, 64, 64, 1, 0},
+                                   {2, 33, 8, 64, 64, 1, 512}, {1, 40, 4, 64, 16, 0, 260}};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         check_shape(arena, &shapes[i]);
         gk_cu_arena_reset(arena);

@@ -20,10 +20,10 @@ int gk_cu_head_prep_ok(int D, int rope_dims)
 }
 
 /* One head row's place: its lane, its row (live: inside the tensor), the
- * row's position t and head h. */
+ * row's token, position t and head h. */
 template <int G> struct head_row {
     int lane, t, h;
-    size_t row;
+    size_t row, tok;
     bool live;
     __device__ head_row(size_t rows, int T, int H)
     {
@@ -31,8 +31,11 @@ template <int G> struct head_row {
         row = ((size_t)blockIdx.x * THREADS + threadIdx.x) / G;
         live = row < rows;
         size_t r = live ? row : 0;
-        h = (int)(r % H), t = (int)(r / H % T);
+        tok = r / H, h = (int)(r % H), t = (int)(tok % T);
     }
+    /* The offset of this lane's four channels in a tensor whose tokens are
+     * LD elements apart. */
+    __device__ size_t at(size_t ld) const { return tok * ld + (size_t)h * (4 * G) + lane * 4; }
 };
 
 template <int G> __device__ __forceinline__ double group_sum(double v)
@@ -113,14 +116,14 @@ static __device__ __forceinline__ float4 scaled(float4 x, float r)
 
 template <int G>
 __global__ void __launch_bounds__(THREADS)
-    head_prep_fwd_k(gk_bf16 *y, float *rstd, const float *x, const float *cos_t,
+    head_prep_fwd_k(gk_bf16 *y, float *rstd, const float *x, int ldx, const float *cos_t,
                     const float *sin_t, const float *gain, size_t rows, int T, int H, int half,
                     double eps)
 {
     constexpr int D = 4 * G;
     head_row<G> w(rows, T, H);
     int c = w.lane * 4;
-    float4 v = w.live ? *(const float4 *)(x + w.row * D + c) : make_float4(0, 0, 0, 0);
+    float4 v = w.live ? *(const float4 *)(x + w.at(ldx)) : make_float4(0, 0, 0, 0);
     double ss = 0;
 #pragma unroll
     for (int e = 0; e < 4; e++)
@@ -136,7 +139,7 @@ __global__ void __launch_bounds__(THREADS)
             at(q, e) = __fmul_rn(s, at(q, e));
     }
     if (w.live) {
-        store_bf16x4(y + w.row * D + c, q);
+        store_bf16x4(y + w.at((size_t)H * D), q);
         if (rstd && w.lane == 0)
             rstd[w.row] = r;
     }
@@ -146,17 +149,16 @@ __global__ void __launch_bounds__(THREADS)
  * in double, when GAIN. */
 template <int G>
 __global__ void __launch_bounds__(THREADS)
-    head_prep_bwd_k(gk_bf16 *dxb, double *part, const float *dy, const float *x,
-                    const float *rstd, const float *cos_t, const float *sin_t, const float *gain,
-                    size_t rows, int T, int H, int half)
+    head_prep_bwd_k(gk_bf16 *dxb, int ldd, double *part, const float *dy, const float *x,
+                    int ldx, const float *rstd, const float *cos_t, const float *sin_t,
+                    const float *gain, size_t rows, int T, int H, int half)
 {
     constexpr int D = 4 * G;
     head_row<G> w(rows, T, H);
     int c = w.lane * 4;
-    size_t off = w.row * D + c;
     float4 z = make_float4(0, 0, 0, 0);
-    float4 g = w.live ? *(const float4 *)(dy + off) : z;
-    float4 xv = w.live ? *(const float4 *)(x + off) : z;
+    float4 g = w.live ? *(const float4 *)(dy + w.at((size_t)H * D)) : z;
+    float4 xv = w.live ? *(const float4 *)(x + w.at(ldx)) : z;
     float r = w.live ? rstd[w.row] : 0;
     float4 n = scaled(xv, r);
     if (gain) {
@@ -186,7 +188,7 @@ __global__ void __launch_bounds__(THREADS)
     for (int e = 0; e < 4; e++)
         at(d, e) = __fmul_rn(r, __fsub_rn(at(g, e), __fmul_rn(at(n, e), m)));
     if (w.live)
-        store_bf16x4(dxb + off, d);
+        store_bf16x4(dxb + w.at(ldd), d);
 }
 
 /* dgain[h] += the sum over rows of head h of part, one block per head: each
@@ -210,7 +212,7 @@ static unsigned grid_of(size_t rows, int D)
     return (unsigned)((rows * (D / 4) + THREADS - 1) / THREADS);
 }
 
-cudaError_t gk_cu_head_prep_fwd(gk_bf16 *y, float *rstd, const float *x, const float *cos,
+cudaError_t gk_cu_head_prep_fwd(gk_bf16 *y, float *rstd, const float *x, int ldx, const float *cos,
                                 const float *sin, const float *gain, int B, int T, int H, int D,
                                 int rope_dims, double eps, cudaStream_t stream)
 {
@@ -222,7 +224,7 @@ cudaError_t gk_cu_head_prep_fwd(gk_bf16 *y, float *rstd, const float *x, const f
     unsigned grid = grid_of(rows, D);
     int half = rope_dims / 2;
     auto k = D == 32 ? head_prep_fwd_k<8> : D == 64 ? head_prep_fwd_k<16> : head_prep_fwd_k<32>;
-    k<<<grid, THREADS, 0, stream>>>(y, rstd, x, cos, sin, gain, rows, T, H, half, eps);
+    k<<<grid, THREADS, 0, stream>>>(y, rstd, x, ldx, cos, sin, gain, rows, T, H, half, eps);
     return cudaGetLastError();
 }
 
@@ -231,8 +233,8 @@ size_t gk_cu_head_prep_bwd_workspace(int B, int T, int H)
     return (size_t)B * T * H * sizeof(double);
 }
 
-cudaError_t gk_cu_head_prep_bwd(gk_bf16 *dxb, float *dgain, const float *dy, const float *x,
-                                const float *rstd, const float *cos, const float *sin,
+cudaError_t gk_cu_head_prep_bwd(gk_bf16 *dxb, int ldd, float *dgain, const float *dy,
+                                const float *x, int ldx, const float *rstd, const float *cos, const float *sin,
                                 const float *gain, int B, int T, int H, int D, int rope_dims,
                                 void *work, cudaStream_t stream)
 {
@@ -245,7 +247,8 @@ cudaError_t gk_cu_head_prep_bwd(gk_bf16 *dxb, float *dgain, const float *dy, con
     int half = rope_dims / 2;
     double *part = (double *)work;
     auto k = D == 32 ? head_prep_bwd_k<8> : D == 64 ? head_prep_bwd_k<16> : head_prep_bwd_k<32>;
-    k<<<grid, THREADS, 0, stream>>>(dxb, part, dy, x, rstd, cos, sin, gain, rows, T, H, half);
+    k<<<grid, THREADS, 0, stream>>>(dxb, ldd, part, dy, x, ldx, rstd, cos, sin, gain, rows, T, H,
+                                    half);
     if (gain)
         gain_sum_k<<<H, GAIN_THREADS, 0, stream>>>(dgain, part, (size_t)B * T, H);
     return cudaGetLastError();

@@ -20,9 +20,12 @@
  * gain's gradient sums its terms in another (fixed) order: per row in double,
  * then per head by one block's fixed tree (no atomics: repeatable bits).
  *
- * Shapes: x is [B, T, H, D] as the products write it (row n H + h); D is 32,
- * 64 or 128 and rope_dims (2 to D) a multiple of 8, which gk_cu_head_prep_ok
- * tells; the tables are gk_rope_table_f32's, [T, rope_dims/2], on the device.
+ * Shapes: x is [B, T, H, D] as the products write it, its tokens LDX
+ * elements apart (H D when it is a tensor of its own, more when it is a block
+ * of columns of a wider product); y and dy are [B, T, H, D] packed; dxb's
+ * tokens are LDD elements apart (so the gradients of q, k and v can fill one
+ * [N, C + 2 KV D] matrix that a single product reads). D is 32, 64 or 128 and
+ * rope_dims (8 to D) a multiple of 8, which gk_cu_head_prep_ok tells; the tables are gk_rope_table_f32's, [T, rope_dims/2], on the device.
  * All pointers are device pointers, 16-byte aligned (the arena's are). Every
  * launcher enqueues on STREAM, allocates nothing and returns
  * cudaGetLastError(). */
@@ -39,18 +42,19 @@ int gk_cu_head_prep_ok(int D, int rope_dims);
 
 /* y [B,T,H,D] = bf16(gain[h] rope(rmsnorm(x))) (no gain when GAIN is NULL),
  * rstd [B*T*H] = each row's 1/rms (rstd may be NULL). */
-cudaError_t gk_cu_head_prep_fwd(gk_bf16 *y, float *rstd, const float *x, const float *cos,
-                                const float *sin, const float *gain, int B, int T, int H, int D,
-                                int rope_dims, double eps, cudaStream_t stream);
+cudaError_t gk_cu_head_prep_fwd(gk_bf16 *y, float *rstd, const float *x, int ldx,
+                                const float *cos, const float *sin, const float *gain, int B,
+                                int T, int H, int D, int rope_dims, double eps,
+                                cudaStream_t stream);
 
 /* The backward from dy = d(y) (fp32, as the attention's backward writes it):
  * dxb = d(x) written in bf16 (what the product's backward reads), and, with
  * GAIN, dgain[h] += the gain's gradient (DGAIN NULL without GAIN). x and rstd
  * are the forward's. work holds gk_cu_head_prep_bwd_workspace bytes. */
 size_t gk_cu_head_prep_bwd_workspace(int B, int T, int H);
-cudaError_t gk_cu_head_prep_bwd(gk_bf16 *dxb, float *dgain, const float *dy, const float *x,
-                                const float *rstd, const float *cos, const float *sin,
-                                const float *gain, int B, int T, int H, int D, int rope_dims,
-                                void *work, cudaStream_t stream);
+cudaError_t gk_cu_head_prep_bwd(gk_bf16 *dxb, int ldd, float *dgain, const float *dy,
+                                const float *x, int ldx, const float *rstd, const float *cos,
+                                const float *sin, const float *gain, int B, int T, int H, int D,
+                                int rope_dims, void *work, cudaStream_t stream);
 
 #endif

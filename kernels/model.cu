@@ -42,9 +42,10 @@ extern "C" {
  * bf16 operands of the products beside their fp32 values. */
 typedef struct {
     const float *xin;
-    float *ln1, *rstd1, *qn, *rstdq, *kn, *rstdk, *qr, *kr, *v, *qg, *att, *lse, *ay;
-    float *ln2, *rstd2, *hpre, *my, *xout;
+    float *ln1, *rstd1, *qn, *rstdq, *kn, *rstdk, *qr, *kr, *v, *qg, *att, *lse;
+    float *ln2, *rstd2, *my, *xout; /* my: the mixture's output (fp32) */
     gk_bf16 *ln1_b, *att_b, *ln2_b, *hact_b;
+    gk_bf16 *ay_b, *hpre_b, *my_b; /* attn.proj, mlp.fc and the dense mlp.proj outputs */
     gk_bf16 *qg_b, *kr_b, *v_b; /* what the tensor-core attention reads */
 } block_acts;
 
@@ -68,7 +69,7 @@ struct gk_gpu {
     float *x0, *rstd0;
     block_acts *blk;
     float **xskip, **dskip;
-    float *xf, *rstdf, *logits;   /* logits [N,V] become dz in the training pass */
+    float *xf, *rstdf, *logits;   /* logits [N,V], fp32 for the loss */
     gk_bf16 *xf_b, *dz_b;
     double *losses, *mean, *step_loss;
     /* backward scratch, shared by the blocks */
@@ -119,10 +120,11 @@ static void carve_all(gk_gpu *g, carver *c, int train)
         a->att_b = carve_b(c, N * C);
         a->qg_b = carve_b(c, g->tc ? N * C : 0), a->kr_b = carve_b(c, g->tc ? N * KVD : 0);
         a->v_b = carve_b(c, g->tc ? N * KVD : 0);
-        a->ay = carve_f(c, N * C);
+        a->ay_b = carve_b(c, N * C);
         a->ln2 = carve_f(c, N * C), a->rstd2 = carve_f(c, N), a->ln2_b = carve_b(c, N * C);
-        a->hpre = carve_f(c, N * FR), a->hact_b = carve_b(c, N * F);
-        a->my = carve_f(c, N * C), a->xout = carve_f(c, N * C);
+        a->hpre_b = carve_b(c, N * FR), a->hact_b = carve_b(c, N * F);
+        a->my = carve_f(c, l->moe ? N * C : 0), a->my_b = carve_b(c, l->moe ? 0 : N * C);
+        a->xout = carve_f(c, N * C);
     }
     for (int i = 0; i < l->n_skip; i++)
         g->xskip[i] = carve_f(c, N * C);
@@ -151,10 +153,16 @@ static void carve_all(gk_gpu *g, carver *c, int train)
     g->dA = carve_f(c, l->moe ? N * C : 0), g->dln = carve_f(c, N * C);
     g->datt = carve_f(c, g->tc ? 0 : N * C);
     g->dq1 = carve_f(c, N * C), g->dq2 = carve_f(c, N * C);
-    g->dk1 = carve_f(c, N * KVD), g->dk2 = carve_f(c, N * KVD), g->dv = carve_f(c, N * KVD);
+    g->dk1 = carve_f(c, N * KVD), g->dk2 = carve_f(c, g->tc ? 0 : N * KVD);
+    g->dv = carve_f(c, g->tc ? 0 : N * KVD);
     g->dhact = carve_f(c, N * F);
-    g->dA_b = carve_b(c, N * C), g->dq_b = carve_b(c, N * C);
-    g->dk_b = carve_b(c, N * KVD), g->dv_b = carve_b(c, N * KVD);
+    g->dA_b = carve_b(c, N * C);
+    if (g->tc) { /* one [N, C + 2 KVD] matrix: c_q, c_k and c_v's products run as one */
+        g->dq_b = carve_b(c, N * (C + 2 * KVD));
+        g->dk_b = g->dq_b ? g->dq_b + C : NULL, g->dv_b = g->dq_b ? g->dq_b + C + KVD : NULL;
+    } else {
+        g->dq_b = carve_b(c, N * C), g->dk_b = carve_b(c, N * KVD), g->dv_b = carve_b(c, N * KVD);
+    }
     g->dh_b = carve_b(c, N * FR), g->datt_b = carve_b(c, g->tc ? N * C : 0);
     if (l->moe)
         g->load = (long long *)carve(c, (size_t)g->L * l->cfg.moe.n_experts * sizeof(long long));
@@ -220,6 +228,14 @@ gk_gpu *gk_gpu_new(const gk_layout *l, int B, int T, int train, const char *prog
     g->L = c->model.n_layer, g->act = gk_ffn_act(c->model.activation);
     g->cap = c->model.logit_softcap;
     g->tc = gk_cu_head_prep_ok(g->D, g->R);
+    for (int b = 0; b < g->L; b++) {
+        size_t q = gk_layout_block(l, b, GK_BLK_C_Q)->offset;
+        size_t kvd = (size_t)g->KV * g->D * g->C;
+        if (gk_layout_block(l, b, GK_BLK_C_K)->offset != q + (size_t)g->C * g->C ||
+            gk_layout_block(l, b, GK_BLK_C_V)->offset != q + (size_t)g->C * g->C + kvd)
+            gk_die("%s: internal error: block %d's c_q, c_k, c_v are not consecutive tensors",
+                   prog, b);
+    }
     g->ema_on = train && c->train.ema_decay > 0;
     gk_cu_model_open(l, prog, g->name, sizeof g->name);
     GK_CU(cudaStreamCreateWithFlags(&g->stream, cudaStreamNonBlocking));
@@ -375,10 +391,10 @@ static void ffn_fwd(gk_gpu *g, block_acts *a, int b, int N)
         gk_cu_moe_fwd(g->moe[b], &g->gemm, a->my, a->ln2, g->params, g->wbf, g->tokens);
         return;
     }
-    gk_gemm_linear_fwd(&g->gemm, a->hpre, GK_OUT_F32, a->ln2_b, W(g, b, GK_BLK_FC), N, g->C,
+    gk_gemm_linear_fwd(&g->gemm, a->hpre_b, GK_OUT_BF16, a->ln2_b, W(g, b, GK_BLK_FC), N, g->C,
                        g->FR, 0);
-    GK_CU(gk_cu_act_fwd(NULL, a->hact_b, a->hpre, N, g->F, g->act, g->stream));
-    gk_gemm_linear_fwd(&g->gemm, a->my, GK_OUT_F32, a->hact_b, W(g, b, GK_BLK_MLP_PROJ), N,
+    GK_CU(gk_cu_act_fwd_bx(a->hact_b, a->hpre_b, N, g->F, g->act, g->stream));
+    gk_gemm_linear_fwd(&g->gemm, a->my_b, GK_OUT_BF16, a->hact_b, W(g, b, GK_BLK_MLP_PROJ), N,
                        g->F, g->C, 0);
 }
 
@@ -389,8 +405,9 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
     cudaStream_t s = g->stream;
     float *x = a->xout;
     const float *mix = P(g, b, GK_BLK_RESID_MIX);
-    GK_CU(gk_cu_resid_mix(x, a->xin, g->x0, mix, N, C, s));
-    GK_CU(gk_cu_rmsnorm_fwd(a->ln1, a->ln1_b, a->rstd1, x, N, C, GK_RMSNORM_EPS, s));
+    /* resid_mix and attn_norm in one pass */
+    GK_CU(gk_cu_mix_rmsnorm(x, a->ln1, a->ln1_b, a->rstd1, a->xin, mix, g->x0, mix + C, N, C,
+                            GK_RMSNORM_EPS, s));
     gk_gemm_linear_fwd(&g->gemm, a->qn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_Q), N, C, C, 0);
     gk_gemm_linear_fwd(&g->gemm, a->kn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_K), N, C, KVD, 0);
     if (g->tc) /* v feeds the attention alone, in bf16 */
@@ -401,10 +418,10 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
                            KVD, 0);
     if (g->tc) { /* qn, kn keep the raw products; the norm is recomputed backward */
         const float *gain = P(g, b, GK_BLK_Q_GAIN);
-        GK_CU(gk_cu_head_prep_fwd(a->qg_b, a->rstdq, a->qn, g->cos, g->sin, gain, B, T, H, D,
-                                  g->R, GK_RMSNORM_EPS, s));
-        GK_CU(gk_cu_head_prep_fwd(a->kr_b, a->rstdk, a->kn, g->cos, g->sin, NULL, B, T, KV, D,
-                                  g->R, GK_RMSNORM_EPS, s));
+        GK_CU(gk_cu_head_prep_fwd(a->qg_b, a->rstdq, a->qn, C, g->cos, g->sin, gain, B, T, H,
+                                  D, g->R, GK_RMSNORM_EPS, s));
+        GK_CU(gk_cu_head_prep_fwd(a->kr_b, a->rstdk, a->kn, KVD, g->cos, g->sin, NULL, B, T, KV,
+                                  D, g->R, GK_RMSNORM_EPS, s));
         GK_CU(gk_cu_attention_tc_fwd(a->att_b, a->lse, a->qg_b, a->kr_b, a->v_b, B, T, H, KV,
                                      D, s));
     } else {
@@ -416,12 +433,17 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
         GK_CU(gk_cu_attention_fwd(a->att, a->lse, a->qg, a->kr, a->v, B, T, H, KV, D, s));
         to_bf16(g, a->att_b, a->att, NC);
     }
-    gk_gemm_linear_fwd(&g->gemm, a->ay, GK_OUT_F32, a->att_b, W(g, b, GK_BLK_ATTN_PROJ), N, C,
-                       C, 0);
-    GK_CU(gk_cu_scale_add_fwd(x, a->ay, P(g, b, GK_BLK_ATTN_SCALE), N, C, 1, s));
-    GK_CU(gk_cu_rmsnorm_fwd(a->ln2, a->ln2_b, a->rstd2, x, N, C, GK_RMSNORM_EPS, s));
+    /* the branch outputs in bf16 (as autocast's); the residual stream stays fp32.
+     * x += attn_scale * ay and mlp_norm in one pass */
+    gk_gemm_linear_fwd(&g->gemm, a->ay_b, GK_OUT_BF16, a->att_b, W(g, b, GK_BLK_ATTN_PROJ), N,
+                       C, C, 0);
+    GK_CU(gk_cu_mix_rmsnorm_bx(x, a->ln2, a->ln2_b, a->rstd2, x, NULL, a->ay_b,
+                               P(g, b, GK_BLK_ATTN_SCALE), N, C, GK_RMSNORM_EPS, s));
     ffn_fwd(g, a, b, N);
-    GK_CU(gk_cu_scale_add_fwd(x, a->my, P(g, b, GK_BLK_MLP_SCALE), N, C, 1, s));
+    if (g->moe)
+        GK_CU(gk_cu_scale_add_fwd(x, a->my, P(g, b, GK_BLK_MLP_SCALE), N, C, 1, s));
+    else
+        GK_CU(gk_cu_scale_add_fwd_bx(x, a->my_b, P(g, b, GK_BLK_MLP_SCALE), N, C, 1, s));
 }
 
 static int skip_source(const gk_gpu *g, int b)
@@ -510,7 +532,7 @@ static void ffn_bwd(gk_gpu *g, block_acts *a, int b, int N)
     }
     linear_bwd(g, g->dhact, 0, G(g, b, GK_BLK_MLP_PROJ), g->dA_b, NULL, a->hact_b,
                W(g, b, GK_BLK_MLP_PROJ), N, g->F, g->C, 0);
-    GK_CU(gk_cu_act_bwd(NULL, g->dh_b, g->dhact, a->hpre, N, g->F, g->act, g->stream));
+    GK_CU(gk_cu_act_bwd_bx(g->dh_b, g->dhact, a->hpre_b, N, g->F, g->act, g->stream));
     linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_FC), g->dh_b, NULL, a->ln2_b, W(g, b, GK_BLK_FC), N,
                g->C, g->FR, 0);
 }
@@ -520,32 +542,42 @@ static void ffn_bwd(gk_gpu *g, block_acts *a, int b, int N)
 static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
 {
     int T = g->T, N = B * T, C = g->C, H = g->H, KV = g->KV, D = g->D, KVD = KV * D;
+    int QKV = C + 2 * KVD;
     size_t NC = (size_t)N * C, NKVD = (size_t)N * KVD;
     cudaStream_t s = g->stream;
     void *w = g->work;
     /* x += mlp_scale * my: d(my) = mlp_scale d(x), in bf16 for the dense
      * MLP's products (fp32 for the mixture's own kernels), and d(mlp_scale) */
-    GK_CU(gk_cu_scale_bwd_set(g->moe ? g->dA : NULL, g->moe ? NULL : g->dA_b,
-                              G(g, b, GK_BLK_MLP_SCALE), g->dres, a->my, P(g, b, GK_BLK_MLP_SCALE),
-                              N, C, 1, w, s));
+    if (g->moe)
+        GK_CU(gk_cu_scale_bwd_set(g->dA, NULL, G(g, b, GK_BLK_MLP_SCALE), g->dres, a->my,
+                                  P(g, b, GK_BLK_MLP_SCALE), N, C, 1, w, s));
+    else
+        GK_CU(gk_cu_scale_bwd_set_bx(NULL, g->dA_b, G(g, b, GK_BLK_MLP_SCALE), g->dres, a->my_b,
+                                     P(g, b, GK_BLK_MLP_SCALE), N, C, 1, w, s));
     ffn_bwd(g, a, b, N);
     GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, a->ln2, a->rstd2, N, C, s));
-    GK_CU(gk_cu_scale_bwd_set(NULL, g->dA_b, G(g, b, GK_BLK_ATTN_SCALE), g->dres, a->ay,
-                              P(g, b, GK_BLK_ATTN_SCALE), N, C, 1, w, s));
+    GK_CU(gk_cu_scale_bwd_set_bx(NULL, g->dA_b, G(g, b, GK_BLK_ATTN_SCALE), g->dres, a->ay_b,
+                                 P(g, b, GK_BLK_ATTN_SCALE), N, C, 1, w, s));
     if (g->tc) { /* d(att) in the bf16 the attention reads; it overwrites dq, dk, dv */
         gk_gemm_linear_bwd_dx(&g->gemm, g->datt_b, GK_OUT_BF16, g->dA_b,
                               W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
         gk_gemm_linear_bwd_dw(&g->gemm, G(g, b, GK_BLK_ATTN_PROJ), GK_OUT_F32, g->dA_b, a->att_b,
                               N, C, C, 1);
-        GK_CU(gk_cu_attention_tc_bwd(g->dq1, g->dk1, g->dv, g->datt_b, a->att_b, a->lse,
+        GK_CU(gk_cu_attention_tc_bwd(g->dq1, g->dk1, g->dv_b, QKV, g->datt_b, a->att_b, a->lse,
                                      a->qg_b, a->kr_b, a->v_b, B, T, H, KV, D, w, s));
         /* gain, rotary and the QK norms back in one pass each, into the bf16
-         * that c_q's and c_k's products read */
-        GK_CU(gk_cu_head_prep_bwd(g->dq_b, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qn, a->rstdq,
-                                  g->cos, g->sin, P(g, b, GK_BLK_Q_GAIN), B, T, H, D, g->R, w,
-                                  s));
-        GK_CU(gk_cu_head_prep_bwd(g->dk_b, NULL, g->dk1, a->kn, a->rstdk, g->cos, g->sin, NULL,
-                                  B, T, KV, D, g->R, w, s));
+         * columns of [dq dk dv] that c_q's and c_k's products read */
+        GK_CU(gk_cu_head_prep_bwd(g->dq_b, QKV, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qn, C,
+                                  a->rstdq, g->cos, g->sin, P(g, b, GK_BLK_Q_GAIN), B, T, H, D,
+                                  g->R, w, s));
+        GK_CU(gk_cu_head_prep_bwd(g->dk_b, QKV, NULL, g->dk1, a->kn, KVD, a->rstdk, g->cos,
+                                  g->sin, NULL, B, T, KV, D, g->R, w, s));
+        /* c_q, c_k, c_v are consecutive tensors (gk_gpu_new checks it): one
+         * product with [dq dk dv] for d(ln1), one for their weights' gradients */
+        gk_gemm_linear_bwd_dx(&g->gemm, g->dln, GK_OUT_F32, g->dq_b, W(g, b, GK_BLK_C_Q), N, C,
+                              QKV, 0);
+        gk_gemm_linear_bwd_dw(&g->gemm, G(g, b, GK_BLK_C_Q), GK_OUT_F32, g->dq_b, a->ln1_b, N, C,
+                              QKV, 1);
     } else {
         linear_bwd(g, g->datt, 0, G(g, b, GK_BLK_ATTN_PROJ), g->dA_b, NULL, a->att_b,
                    W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
@@ -562,13 +594,13 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
         GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dq_b, g->dq1, a->qn, a->rstdq, N * H, D, s));
         GK_CU(gk_cu_rope_bwd(g->dk2, g->dk1, g->cos, g->sin, B, T, KV, D, g->R, 1, s));
         GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dk_b, g->dk2, a->kn, a->rstdk, N * KV, D, s));
+        linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_C_Q), g->dq_b, NULL, a->ln1_b,
+                   W(g, b, GK_BLK_C_Q), N, C, C, 0);
+        linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_K), g->dk_b, NULL, a->ln1_b,
+                   W(g, b, GK_BLK_C_K), N, C, KVD, 0);
+        linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_V), g->dv_b, g->dv, a->ln1_b,
+                   W(g, b, GK_BLK_C_V), N, C, KVD, 1);
     }
-    linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_C_Q), g->dq_b, NULL, a->ln1_b, W(g, b, GK_BLK_C_Q),
-               N, C, C, 0);
-    linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_K), g->dk_b, NULL, a->ln1_b, W(g, b, GK_BLK_C_K),
-               N, C, KVD, 0);
-    linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_V), g->dv_b, g->dv, a->ln1_b,
-               W(g, b, GK_BLK_C_V), N, C, KVD, 1);
     GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, a->ln1, a->rstd1, N, C, s));
     const float *mix = P(g, b, GK_BLK_RESID_MIX);
     float *gmix = G(g, b, GK_BLK_RESID_MIX);
@@ -593,14 +625,15 @@ void gk_gpu_fwd_bwd(gk_gpu *g, int B, const int *tokens, const int *targets, dou
     size_t NC = (size_t)N * C;
     cudaStream_t s = g->stream;
     forward(g, B, tokens, targets);
-    /* The loss and d(loss)/d(logits) in one pass over the logits, in place. */
-    GK_CU(gk_cu_softcap_ce(g->logits, g->losses, g->mean, g->logits, g->targets, N, g->V,
-                           g->cap, dloss, s));
+    /* The loss and d(loss)/d(logits) in one pass over the logits, the
+     * gradient written in the bf16 the head's products read. */
+    GK_CU(gk_cu_softcap_ce_bf16(g->dz_b, g->losses, g->mean, g->logits, g->targets, N, g->V,
+                                g->cap, dloss, s));
     loss_acc_kernel<<<1, 1, 0, s>>>(g->step_loss, g->mean, dloss);
     GK_CU(cudaGetLastError());
     const gk_param *hp = &l->params[l->lm_head >= 0 ? l->lm_head : l->tok_emb];
-    linear_bwd(g, g->dln, 0, g->grads + hp->offset, g->dz_b, g->logits, g->xf_b,
-               g->wbf + hp->offset, N, C, g->V, 1);
+    linear_bwd(g, g->dln, 0, g->grads + hp->offset, g->dz_b, NULL, g->xf_b,
+               g->wbf + hp->offset, N, C, g->V, 0);
     zero(g, g->dres, NC * sizeof(float));
     GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, g->xf, g->rstdf, N, C, s));
     zero(g, g->dx0, NC * sizeof(float));
