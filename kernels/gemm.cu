@@ -9,10 +9,18 @@
  *
  * Compute type CUBLAS_COMPUTE_32F with bf16 A and B: products and sums in
  * fp32, as torch's bf16 autocast does; alpha and beta are fp32. The algorithm
- * is cuBLASLt's first heuristic choice for the shape, asked on every call: a
- * few microseconds of host time, left for the step loop's profile to judge
- * (a per-shape cache is the obvious next step, once there are measurements). */
+ * is cuBLASLt's first heuristic choice for the shape, asked once per shape
+ * class and remembered in the handle's plans (gemm.h): the query costs tens
+ * of microseconds of host time, which the MoE's per-expert products (about
+ * 560 a micro-batch, each expert's row count new at every step) paid in full
+ * after each host wait for the counts. The token count, which is n of the
+ * column-major forward and dx products and k of dW's, is rounded up to a
+ * multiple of 4096 above 4096 for the question, and the answer is used for
+ * every count in that bucket: cuBLASLt's algorithms are tile configurations
+ * valid for any size at the same alignment and types, and the choice stays a
+ * function of the shape alone, so runs still repeat bit for bit. */
 #include <stdint.h>
+#include <string.h>
 
 #include "gemm.h"
 
@@ -21,6 +29,9 @@ void gk_gemm_init(gk_gemm *g, gk_cu_arena *arena, cudaStream_t stream)
     GK_CUBLAS(cublasLtCreate(&g->lt));
     g->stream = stream;
     g->workspace = gk_cu_arena_alloc(arena, GK_GEMM_WORKSPACE);
+    for (int i = 0; i < GK_GEMM_PLANS; i++)
+        g->plan[i].key[0] = -1;
+    g->asked = 0;
 }
 
 void gk_gemm_destroy(gk_gemm *g) { GK_CUBLAS(cublasLtDestroy(g->lt)); }
@@ -75,6 +86,47 @@ cublasLtMatmulAlgo_t gk_gemm_algo(const gk_gemm *g, cublasLtMatmulDesc_t op,
     return heur.algo;
 }
 
+/* The layouts of column-major D [m,n] = op(A) op(B), op(A) [m,k], op(B)
+ * [k,n]; a layout describes the stored matrix, before op(). */
+static void layouts(cublasLtMatrixLayout_t l[3], cublasOperation_t ta, cublasOperation_t tb,
+                    int m, int n, int k, int lda, int ldb, int ldd, gk_out_type dt)
+{
+    int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
+    int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
+    cudaDataType_t dtype = dt == GK_OUT_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    GK_CUBLAS(cublasLtMatrixLayoutCreate(&l[0], CUDA_R_16BF, a_rows, a_cols, lda));
+    GK_CUBLAS(cublasLtMatrixLayoutCreate(&l[1], CUDA_R_16BF, b_rows, b_cols, ldb));
+    GK_CUBLAS(cublasLtMatrixLayoutCreate(&l[2], dtype, m, n, ldd));
+}
+
+static void layouts_destroy(cublasLtMatrixLayout_t l[3])
+{
+    for (int i = 2; i >= 0; i--)
+        GK_CUBLAS(cublasLtMatrixLayoutDestroy(l[i]));
+}
+
+/* A token count's bucket (see the top of the file). */
+static int bucket(int n) { return n <= 4096 ? n : (n + 4095) / 4096 * 4096; }
+
+/* The algo for the shape class of KEY, asked of the heuristic on a miss. */
+static cublasLtMatmulAlgo_t planned(gk_gemm *g, cublasLtMatmulDesc_t op, const int key[9])
+{
+    unsigned h = 2166136261u;
+    for (int i = 0; i < 9; i++)
+        h = (h ^ (unsigned)key[i]) * 16777619u;
+    gk_gemm_plan *p = &g->plan[h % GK_GEMM_PLANS];
+    if (memcmp(p->key, key, sizeof p->key) != 0) {
+        cublasLtMatrixLayout_t l[3];
+        layouts(l, (cublasOperation_t)key[0], (cublasOperation_t)key[1], key[2], key[3], key[4],
+                key[5], key[6], key[7], (gk_out_type)key[8]);
+        p->algo = gk_gemm_algo(g, op, l[0], l[1], l[2], key[2], key[3], key[4]);
+        layouts_destroy(l);
+        memcpy(p->key, key, sizeof p->key);
+        g->asked++;
+    }
+    return p->algo;
+}
+
 /* Column-major D [m,n] (=|+=) op(A) op(B), op(A) [m,k], op(B) [k,n], with
  * leading dimensions lda, ldb, ldd. */
 static void lt_matmul(gk_gemm *g, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
@@ -82,16 +134,11 @@ static void lt_matmul(gk_gemm *g, cublasOperation_t ta, cublasOperation_t tb, in
                       gk_out_type dt, int ldd, int accumulate)
 {
     cublasLtMatmulDesc_t op = gk_gemm_desc(ta, tb);
-
-    /* A layout describes the stored matrix, before op(). */
-    cublasLtMatrixLayout_t la, lb, ld;
-    int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
-    int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
-    cudaDataType_t dtype = dt == GK_OUT_F32 ? CUDA_R_32F : CUDA_R_16BF;
-    GK_CUBLAS(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, a_rows, a_cols, lda));
-    GK_CUBLAS(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, b_rows, b_cols, ldb));
-    GK_CUBLAS(cublasLtMatrixLayoutCreate(&ld, dtype, m, n, ldd));
-    cublasLtMatmulAlgo_t algo = gk_gemm_algo(g, op, la, lb, ld, m, n, k);
+    const int key[9] = {(int)ta, (int)tb, m, bucket(n), bucket(k), lda, ldb, ldd, (int)dt};
+    cublasLtMatmulAlgo_t algo = planned(g, op, key);
+    cublasLtMatrixLayout_t l[3];
+    layouts(l, ta, tb, m, n, k, lda, ldb, ldd, dt);
+    cublasLtMatrixLayout_t la = l[0], lb = l[1], ld = l[2];
 
     /* D is also C: beta 1 reads it back, which is how "adds into" is done. */
     float alpha = 1, beta = accumulate ? 1 : 0;
@@ -99,9 +146,7 @@ static void lt_matmul(gk_gemm *g, cublasOperation_t ta, cublasOperation_t tb, in
                              g->workspace, GK_GEMM_WORKSPACE, g->stream));
 
     /* Descriptors are host objects, read at enqueue time: free to go now. */
-    GK_CUBLAS(cublasLtMatrixLayoutDestroy(ld));
-    GK_CUBLAS(cublasLtMatrixLayoutDestroy(lb));
-    GK_CUBLAS(cublasLtMatrixLayoutDestroy(la));
+    layouts_destroy(l);
     GK_CUBLAS(cublasLtMatmulDescDestroy(op));
 }
 

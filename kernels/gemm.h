@@ -36,10 +36,21 @@ typedef __nv_bfloat16 gk_bf16;
 /* The element type of a product's output. */
 typedef enum { GK_OUT_F32, GK_OUT_BF16 } gk_out_type;
 
+/* One remembered heuristic answer: the product's shape class and its algo. */
+typedef struct {
+    int key[9]; /* ta, tb, m, n, k (n, k in buckets), lda, ldb, ldd, output type; key[0] -1: empty */
+    cublasLtMatmulAlgo_t algo;
+} gk_gemm_plan;
+
+/* Plans remembered per handle: direct-mapped by a hash of the key. */
+#define GK_GEMM_PLANS 256
+
 typedef struct {
     cublasLtHandle_t lt;
     cudaStream_t stream;
     void *workspace; /* cuBLASLt's scratch, GK_GEMM_WORKSPACE bytes */
+    gk_gemm_plan plan[GK_GEMM_PLANS];
+    long long asked; /* heuristic queries made (a miss of the plans) */
 } gk_gemm;
 
 /* 32 MiB: NVIDIA's recommended cuBLASLt workspace for Hopper. */
