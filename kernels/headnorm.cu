@@ -1,7 +1,9 @@
 /* headnorm: the kernels of headnorm.h. G = D/4 lanes of a warp hold one head
- * row, four consecutive channels a lane (one 16-byte load), so the row's sum
- * of squares is gk_cu_rmsnorm_fwd's at width D: each lane's four squares in
- * order, then the xor tree over G lanes. Rotary pairs channel j with
+ * row, four consecutive channels a lane (one 16-byte load of fp32 x, or one
+ * 8-byte load of bf16 x widened to float, exactly: the _bx forms are the same
+ * kernels templated on x's type, and from there the same arithmetic), so the
+ * row's sum of squares is gk_cu_rmsnorm_fwd's at width D: each lane's four
+ * squares in order, then the xor tree over G lanes. Rotary pairs channel j with
  * j + rope_dims/2; with rope_dims a multiple of 8 both halves start on a
  * lane boundary and the partner of a lane's four channels is the same four
  * slots of lane +- rope_dims/8, fetched by a shuffle. */
@@ -100,6 +102,20 @@ static __device__ __forceinline__ float4 rope4_t(float4 d, float4 p, int c, int 
     return g;
 }
 
+/* A lane's four consecutive values at p as floats: one 16-byte load of fp32
+ * (p 16-byte aligned), or one 8-byte load of bf16 (p 8-byte aligned) widened
+ * exactly. */
+static __device__ __forceinline__ float4 load4(const float *p) { return *(const float4 *)p; }
+static __device__ __forceinline__ float4 load4(const gk_bf16 *p)
+{
+    uint2 u = *(const uint2 *)p;
+    __nv_bfloat162 lo, hi;
+    memcpy(&lo, &u.x, 4);
+    memcpy(&hi, &u.y, 4);
+    float2 a = __bfloat1622float2(lo), b = __bfloat1622float2(hi);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
+
 static __device__ __forceinline__ void store_bf16x4(gk_bf16 *p, float4 v)
 {
     __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
@@ -114,16 +130,16 @@ static __device__ __forceinline__ float4 scaled(float4 x, float r)
     return make_float4(x.x * r, x.y * r, x.z * r, x.w * r);
 }
 
-template <int G>
+template <int G, typename X>
 __global__ void __launch_bounds__(THREADS)
-    head_prep_fwd_k(gk_bf16 *y, float *rstd, const float *x, int ldx, const float *cos_t,
+    head_prep_fwd_k(gk_bf16 *y, float *rstd, const X *x, int ldx, const float *cos_t,
                     const float *sin_t, const float *gain, size_t rows, int T, int H, int half,
                     double eps)
 {
     constexpr int D = 4 * G;
     head_row<G> w(rows, T, H);
     int c = w.lane * 4;
-    float4 v = w.live ? *(const float4 *)(x + w.at(ldx)) : make_float4(0, 0, 0, 0);
+    float4 v = w.live ? load4(x + w.at(ldx)) : make_float4(0, 0, 0, 0);
     double ss = 0;
 #pragma unroll
     for (int e = 0; e < 4; e++)
@@ -147,9 +163,9 @@ __global__ void __launch_bounds__(THREADS)
 
 /* part[row] = the row's sum of dy times the rotated row (the gain's input),
  * in double, when GAIN. */
-template <int G>
+template <int G, typename X>
 __global__ void __launch_bounds__(THREADS)
-    head_prep_bwd_k(gk_bf16 *dxb, int ldd, double *part, const float *dy, const float *x,
+    head_prep_bwd_k(gk_bf16 *dxb, int ldd, double *part, const float *dy, const X *x,
                     int ldx, const float *rstd, const float *cos_t, const float *sin_t,
                     const float *gain, size_t rows, int T, int H, int half)
 {
@@ -157,8 +173,8 @@ __global__ void __launch_bounds__(THREADS)
     head_row<G> w(rows, T, H);
     int c = w.lane * 4;
     float4 z = make_float4(0, 0, 0, 0);
-    float4 g = w.live ? *(const float4 *)(dy + w.at((size_t)H * D)) : z;
-    float4 xv = w.live ? *(const float4 *)(x + w.at(ldx)) : z;
+    float4 g = w.live ? load4(dy + w.at((size_t)H * D)) : z;
+    float4 xv = w.live ? load4(x + w.at(ldx)) : z;
     float r = w.live ? rstd[w.row] : 0;
     float4 n = scaled(xv, r);
     if (gain) {
@@ -212,19 +228,55 @@ static unsigned grid_of(size_t rows, int D)
     return (unsigned)((rows * (D / 4) + THREADS - 1) / THREADS);
 }
 
-cudaError_t gk_cu_head_prep_fwd(gk_bf16 *y, float *rstd, const float *x, int ldx, const float *cos,
-                                const float *sin, const float *gain, int B, int T, int H, int D,
-                                int rope_dims, double eps, cudaStream_t stream)
+/* Whether the shape takes the kernels: D and rope_dims as gk_cu_head_prep_ok
+ * says, and a token stride LD that is a multiple of 4, so that each lane's
+ * four values are aligned for one load or store (16 bytes of fp32, 8 of bf16)
+ * wherever the base pointer is. The backward's LDD must be one too. */
+static bool shape_ok(int D, int rope_dims, int ld)
+{
+    return gk_cu_head_prep_ok(D, rope_dims) && ld % 4 == 0;
+}
+
+template <typename X>
+static cudaError_t fwd_launch(gk_bf16 *y, float *rstd, const X *x, int ldx, const float *cos,
+                              const float *sin, const float *gain, int B, int T, int H, int D,
+                              int rope_dims, double eps, cudaStream_t stream)
 {
     size_t rows = (size_t)B * T * H;
-    if (!gk_cu_head_prep_ok(D, rope_dims))
+    if (!shape_ok(D, rope_dims, ldx))
         return cudaErrorInvalidValue;
     if (!rows)
         return cudaGetLastError();
     unsigned grid = grid_of(rows, D);
     int half = rope_dims / 2;
-    auto k = D == 32 ? head_prep_fwd_k<8> : D == 64 ? head_prep_fwd_k<16> : head_prep_fwd_k<32>;
+    auto k = D == 32   ? head_prep_fwd_k<8, X>
+             : D == 64 ? head_prep_fwd_k<16, X>
+                       : head_prep_fwd_k<32, X>;
     k<<<grid, THREADS, 0, stream>>>(y, rstd, x, ldx, cos, sin, gain, rows, T, H, half, eps);
+    return cudaGetLastError();
+}
+
+template <typename X>
+static cudaError_t bwd_launch(gk_bf16 *dxb, int ldd, float *dgain, const float *dy, const X *x,
+                              int ldx, const float *rstd, const float *cos, const float *sin,
+                              const float *gain, int B, int T, int H, int D, int rope_dims,
+                              void *work, cudaStream_t stream)
+{
+    size_t rows = (size_t)B * T * H;
+    if (!shape_ok(D, rope_dims, ldx) || ldd % 4 || !gain != !dgain)
+        return cudaErrorInvalidValue;
+    if (!rows)
+        return cudaGetLastError();
+    unsigned grid = grid_of(rows, D);
+    int half = rope_dims / 2;
+    double *part = (double *)work;
+    auto k = D == 32   ? head_prep_bwd_k<8, X>
+             : D == 64 ? head_prep_bwd_k<16, X>
+                       : head_prep_bwd_k<32, X>;
+    k<<<grid, THREADS, 0, stream>>>(dxb, ldd, part, dy, x, ldx, rstd, cos, sin, gain, rows, T, H,
+                                    half);
+    if (gain)
+        gain_sum_k<<<H, GAIN_THREADS, 0, stream>>>(dgain, part, (size_t)B * T, H);
     return cudaGetLastError();
 }
 
@@ -233,23 +285,35 @@ size_t gk_cu_head_prep_bwd_workspace(int B, int T, int H)
     return (size_t)B * T * H * sizeof(double);
 }
 
-cudaError_t gk_cu_head_prep_bwd(gk_bf16 *dxb, int ldd, float *dgain, const float *dy,
-                                const float *x, int ldx, const float *rstd, const float *cos, const float *sin,
-                                const float *gain, int B, int T, int H, int D, int rope_dims,
-                                void *work, cudaStream_t stream)
+cudaError_t gk_cu_head_prep_fwd(gk_bf16 *y, float *rstd, const float *x, int ldx, const float *cos,
+                                const float *sin, const float *gain, int B, int T, int H, int D,
+                                int rope_dims, double eps, cudaStream_t stream)
 {
-    size_t rows = (size_t)B * T * H;
-    if (!gk_cu_head_prep_ok(D, rope_dims) || !gain != !dgain)
-        return cudaErrorInvalidValue;
-    if (!rows)
-        return cudaGetLastError();
-    unsigned grid = grid_of(rows, D);
-    int half = rope_dims / 2;
-    double *part = (double *)work;
-    auto k = D == 32 ? head_prep_bwd_k<8> : D == 64 ? head_prep_bwd_k<16> : head_prep_bwd_k<32>;
-    k<<<grid, THREADS, 0, stream>>>(dxb, ldd, part, dy, x, ldx, rstd, cos, sin, gain, rows, T, H,
-                                    half);
-    if (gain)
-        gain_sum_k<<<H, GAIN_THREADS, 0, stream>>>(dgain, part, (size_t)B * T, H);
-    return cudaGetLastError();
+    return fwd_launch(y, rstd, x, ldx, cos, sin, gain, B, T, H, D, rope_dims, eps, stream);
+}
+
+cudaError_t gk_cu_head_prep_fwd_bx(gk_bf16 *y, float *rstd, const gk_bf16 *x, int ldx,
+                                   const float *cos, const float *sin, const float *gain, int B,
+                                   int T, int H, int D, int rope_dims, double eps,
+                                   cudaStream_t stream)
+{
+    return fwd_launch(y, rstd, x, ldx, cos, sin, gain, B, T, H, D, rope_dims, eps, stream);
+}
+
+cudaError_t gk_cu_head_prep_bwd(gk_bf16 *dxb, int ldd, float *dgain, const float *dy,
+                                const float *x, int ldx, const float *rstd, const float *cos,
+                                const float *sin, const float *gain, int B, int T, int H, int D,
+                                int rope_dims, void *work, cudaStream_t stream)
+{
+    return bwd_launch(dxb, ldd, dgain, dy, x, ldx, rstd, cos, sin, gain, B, T, H, D, rope_dims,
+                      work, stream);
+}
+
+cudaError_t gk_cu_head_prep_bwd_bx(gk_bf16 *dxb, int ldd, float *dgain, const float *dy,
+                                   const gk_bf16 *x, int ldx, const float *rstd, const float *cos,
+                                   const float *sin, const float *gain, int B, int T, int H,
+                                   int D, int rope_dims, void *work, cudaStream_t stream)
+{
+    return bwd_launch(dxb, ldd, dgain, dy, x, ldx, rstd, cos, sin, gain, B, T, H, D, rope_dims,
+                      work, stream);
 }

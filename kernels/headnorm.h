@@ -9,7 +9,10 @@
  * the bf16 the attention reads and the row's 1/rms. The backward recomputes
  * the normalized and rotated row from the same raw product and 1/rms (the
  * same float operations, so the same bits as the forward's), so nothing but
- * the raw product and rstd is kept between the passes.
+ * the raw product and rstd is kept between the passes. The _bx forms read
+ * the raw product in bf16 (a product that writes bf16 moves half the bytes):
+ * each value is widened to float exactly and then goes through the same
+ * arithmetic, so on the same values their outputs are the fp32 forms' bits.
  *
  * The arithmetic is the kernels' of elementwise.cu (and so the CPU's) one
  * operation for one: the sum of squares in double over the same lanes and
@@ -25,10 +28,16 @@
  * of columns of a wider product); y and dy are [B, T, H, D] packed; dxb's
  * tokens are LDD elements apart (so the gradients of q, k and v can fill one
  * [N, C + 2 KV D] matrix that a single product reads). D is 32, 64 or 128 and
- * rope_dims (8 to D) a multiple of 8, which gk_cu_head_prep_ok tells; the tables are gk_rope_table_f32's, [T, rope_dims/2], on the device.
- * All pointers are device pointers, 16-byte aligned (the arena's are). Every
- * launcher enqueues on STREAM, allocates nothing and returns
- * cudaGetLastError(). */
+ * rope_dims (8 to D) a multiple of 8, which gk_cu_head_prep_ok tells; the
+ * tables are gk_rope_table_f32's, [T, rope_dims/2], on the device.
+ * Alignment: each lane moves four consecutive values in one access (16
+ * bytes of fp32, 8 of bf16), so LDX and LDD must be multiples of 4, in the
+ * fp32 forms as in the _bx ones (y's and dy's H D always is); a launcher
+ * returns cudaErrorInvalidValue, enqueuing nothing, when one is not. All
+ * pointers are device pointers, 16-byte aligned (the arena's are), except a
+ * _bx form's x, which needs only 8 (a column offset that is a multiple of 4
+ * into a bf16 product). Every launcher enqueues on STREAM, allocates nothing
+ * and returns cudaGetLastError(). */
 #ifndef GK_HEADNORM_H
 #define GK_HEADNORM_H
 
@@ -46,6 +55,11 @@ cudaError_t gk_cu_head_prep_fwd(gk_bf16 *y, float *rstd, const float *x, int ldx
                                 const float *cos, const float *sin, const float *gain, int B,
                                 int T, int H, int D, int rope_dims, double eps,
                                 cudaStream_t stream);
+/* The same from the raw product in bf16. */
+cudaError_t gk_cu_head_prep_fwd_bx(gk_bf16 *y, float *rstd, const gk_bf16 *x, int ldx,
+                                   const float *cos, const float *sin, const float *gain, int B,
+                                   int T, int H, int D, int rope_dims, double eps,
+                                   cudaStream_t stream);
 
 /* The backward from dy = d(y) (fp32, as the attention's backward writes it):
  * dxb = d(x) written in bf16 (what the product's backward reads), and, with
@@ -56,5 +70,10 @@ cudaError_t gk_cu_head_prep_bwd(gk_bf16 *dxb, int ldd, float *dgain, const float
                                 const float *x, int ldx, const float *rstd, const float *cos,
                                 const float *sin, const float *gain, int B, int T, int H, int D,
                                 int rope_dims, void *work, cudaStream_t stream);
+/* The same with the forward's x in bf16 (what gk_cu_head_prep_fwd_bx read). */
+cudaError_t gk_cu_head_prep_bwd_bx(gk_bf16 *dxb, int ldd, float *dgain, const float *dy,
+                                   const gk_bf16 *x, int ldx, const float *rstd, const float *cos,
+                                   const float *sin, const float *gain, int B, int T, int H,
+                                   int D, int rope_dims, void *work, cudaStream_t stream);
 
 #endif
