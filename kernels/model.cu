@@ -3,12 +3,19 @@
  * The forward and backward are lib/model_impl.h's, step for step and in the
  * same order, with each layer's CPU call replaced by its kernel: the matrix
  * products through cuBLASLt in bf16 with fp32 accumulation (kernels/gemm.h),
- * everything else in fp32 (kernels/elementwise.h, attention.h, moe.h). So a
+ * the rest in kernels/elementwise.h, headnorm.h, attention_tc.h, moe.h. The
+ * precision is autocast's: the residual stream, the norms' statistics, the
+ * loss and every parameter gradient in fp32; what a product reads, and the
+ * branch outputs a product writes (q and k raw, v, attn.proj, mlp.fc, the
+ * dense mlp.proj, the gradients fed to the products), in bf16. So a
  * difference between the two backends is rounding, never structure, and the
- * whole-model check (pipelines/check-cuda-model.sh) can hold them to a bf16
- * tolerance. Each activation a product reads is kept in bf16 beside its fp32
- * value from the forward, so the backward's weight gradients read the very
- * operands the forward multiplied.
+ * whole-model check (pipelines/check-cuda-model.sh) holds them to a bf16
+ * tolerance. The backward's weight gradients read the very bf16 operands the
+ * forward multiplied. Where the arithmetic allows, several of the reference's
+ * layers run as one kernel (the per-head QK norm, rotary, q_gain and cast;
+ * resid_mix or a residual add with the RMSNorm after it), and layers that
+ * share an input share a product (c_q with c_k forward; c_q, c_k and c_v
+ * backward, over one packed [dq dk dv] matrix).
  *
  * Memory: one arena (kernels/cuda_util.h) sized at gk_gpu_new. The sizes are
  * measured by running the carving code once against a counting arena, so the
@@ -16,8 +23,10 @@
  * report their own sizes. Activations are per block (the backward needs them
  * all); gradient temporaries are shared by the blocks.
  *
- * Streams: one. The host only waits in gk_gpu_step (loss and norm) and in the
- * evaluation forward (the row losses), so a step's micro-batches queue up. */
+ * Streams: one. The host waits in gk_gpu_step (loss and norm), in the
+ * evaluation forward (the row losses) and, in a mixture, once a block for
+ * the experts' row counts (kernels/moe.h); a dense step's micro-batches
+ * queue up without a wait. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -47,6 +56,7 @@ typedef struct {
     gk_bf16 *ln1_b, *att_b, *ln2_b, *hact_b;
     gk_bf16 *ay_b, *hpre_b, *my_b; /* attn.proj, mlp.fc and the dense mlp.proj outputs */
     gk_bf16 *qg_b, *kr_b, *v_b; /* what the tensor-core attention reads */
+    gk_bf16 *qk_b;              /* [N, C + KVD]: c_q's and c_k's raw products, one product's */
 } block_acts;
 
 struct gk_gpu {
@@ -112,8 +122,9 @@ static void carve_all(gk_gpu *g, carver *c, int train)
     for (int i = 0; i < g->L; i++) {
         block_acts *a = &g->blk[i];
         a->ln1 = carve_f(c, N * C), a->rstd1 = carve_f(c, N), a->ln1_b = carve_b(c, N * C);
-        a->qn = carve_f(c, N * C), a->rstdq = carve_f(c, N * H);
-        a->kn = carve_f(c, N * KVD), a->rstdk = carve_f(c, N * KV);
+        a->qn = carve_f(c, g->tc ? 0 : N * C), a->rstdq = carve_f(c, N * H);
+        a->kn = carve_f(c, g->tc ? 0 : N * KVD), a->rstdk = carve_f(c, N * KV);
+        a->qk_b = carve_b(c, g->tc ? N * (C + KVD) : 0);
         a->qr = carve_f(c, g->tc ? 0 : N * C), a->kr = carve_f(c, g->tc ? 0 : N * KVD);
         a->v = carve_f(c, g->tc ? 0 : N * KVD), a->qg = carve_f(c, g->tc ? 0 : N * C);
         a->att = carve_f(c, g->tc ? 0 : N * C), a->lse = carve_f(c, N * H);
@@ -408,23 +419,29 @@ static void block_fwd(gk_gpu *g, block_acts *a, int b, int B)
     /* resid_mix and attn_norm in one pass */
     GK_CU(gk_cu_mix_rmsnorm(x, a->ln1, a->ln1_b, a->rstd1, a->xin, mix, g->x0, mix + C, N, C,
                             GK_RMSNORM_EPS, s));
-    gk_gemm_linear_fwd(&g->gemm, a->qn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_Q), N, C, C, 0);
-    gk_gemm_linear_fwd(&g->gemm, a->kn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_K), N, C, KVD, 0);
-    if (g->tc) /* v feeds the attention alone, in bf16 */
+    if (g->tc) {
+        /* c_q and c_k (consecutive tensors) as one product, in bf16, kept
+         * raw: head_prep recomputes the norm in the backward; v feeds the
+         * attention alone, in bf16 */
+        int QK = C + KVD;
+        const float *gain = P(g, b, GK_BLK_Q_GAIN);
+        gk_gemm_linear_fwd(&g->gemm, a->qk_b, GK_OUT_BF16, a->ln1_b, W(g, b, GK_BLK_C_Q), N, C,
+                           QK, 0);
         gk_gemm_linear_fwd(&g->gemm, a->v_b, GK_OUT_BF16, a->ln1_b, W(g, b, GK_BLK_C_V), N, C,
                            KVD, 0);
-    else
-        gk_gemm_linear_fwd(&g->gemm, a->v, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_V), N, C,
-                           KVD, 0);
-    if (g->tc) { /* qn, kn keep the raw products; the norm is recomputed backward */
-        const float *gain = P(g, b, GK_BLK_Q_GAIN);
-        GK_CU(gk_cu_head_prep_fwd(a->qg_b, a->rstdq, a->qn, C, g->cos, g->sin, gain, B, T, H,
-                                  D, g->R, GK_RMSNORM_EPS, s));
-        GK_CU(gk_cu_head_prep_fwd(a->kr_b, a->rstdk, a->kn, KVD, g->cos, g->sin, NULL, B, T, KV,
-                                  D, g->R, GK_RMSNORM_EPS, s));
+        GK_CU(gk_cu_head_prep_fwd_bx(a->qg_b, a->rstdq, a->qk_b, QK, g->cos, g->sin, gain, B, T,
+                                     H, D, g->R, GK_RMSNORM_EPS, s));
+        GK_CU(gk_cu_head_prep_fwd_bx(a->kr_b, a->rstdk, a->qk_b + C, QK, g->cos, g->sin, NULL, B,
+                                     T, KV, D, g->R, GK_RMSNORM_EPS, s));
         GK_CU(gk_cu_attention_tc_fwd(a->att_b, a->lse, a->qg_b, a->kr_b, a->v_b, B, T, H, KV,
                                      D, s));
     } else {
+        gk_gemm_linear_fwd(&g->gemm, a->qn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_Q), N, C, C,
+                           0);
+        gk_gemm_linear_fwd(&g->gemm, a->kn, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_K), N, C,
+                           KVD, 0);
+        gk_gemm_linear_fwd(&g->gemm, a->v, GK_OUT_F32, a->ln1_b, W(g, b, GK_BLK_C_V), N, C,
+                           KVD, 0);
         GK_CU(gk_cu_rmsnorm_fwd(a->qn, NULL, a->rstdq, a->qn, N * H, D, GK_RMSNORM_EPS, s));
         GK_CU(gk_cu_rmsnorm_fwd(a->kn, NULL, a->rstdk, a->kn, N * KV, D, GK_RMSNORM_EPS, s));
         GK_CU(gk_cu_rope_fwd(a->qr, a->qn, g->cos, g->sin, B, T, H, D, g->R, s));
@@ -567,10 +584,12 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
                                      a->qg_b, a->kr_b, a->v_b, B, T, H, KV, D, w, s));
         /* gain, rotary and the QK norms back in one pass each, into the bf16
          * columns of [dq dk dv] that c_q's and c_k's products read */
-        GK_CU(gk_cu_head_prep_bwd(g->dq_b, QKV, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qn, C,
+        GK_CU(gk_cu_head_prep_bwd_bx(g->dq_b, QKV, G(g, b, GK_BLK_Q_GAIN), g->dq1, a->qk_b,
+                                     C + KVD,
                                   a->rstdq, g->cos, g->sin, P(g, b, GK_BLK_Q_GAIN), B, T, H, D,
                                   g->R, w, s));
-        GK_CU(gk_cu_head_prep_bwd(g->dk_b, QKV, NULL, g->dk1, a->kn, KVD, a->rstdk, g->cos,
+        GK_CU(gk_cu_head_prep_bwd_bx(g->dk_b, QKV, NULL, g->dk1, a->qk_b + C, C + KVD,
+                                     a->rstdk, g->cos,
                                   g->sin, NULL, B, T, KV, D, g->R, w, s));
         /* c_q, c_k, c_v are consecutive tensors (gk_gpu_new checks it): one
          * product with [dq dk dv] for d(ln1), one for their weights' gradients */
