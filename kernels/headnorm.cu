@@ -66,40 +66,28 @@ static __device__ __forceinline__ float &at(float4 &v, int e)
     return e == 0 ? v.x : e == 1 ? v.y : e == 2 ? v.z : v.w;
 }
 
-/* Rotary of the normalized row n (this lane's four values and its partner's
- * p) at position t, gk_rope_fwd_f32's expressions: the low half gets
- * x1 c + x2 s, the high half -x1 s + x2 c, channels past rope_dims pass. */
-static __device__ __forceinline__ float4 rope4(float4 n, float4 p, int c, int t, int half,
+/* Rotary of the lane's four values v (its partner's p) at position t, with
+ * gk_rope_fwd_f32's expressions: the low half gets x1 c + x2 s, the high half
+ * -x1 s + x2 c; or, TRANSPOSED, gk_rope_bwd_f32's: d1 c - d2 s (low) and
+ * d1 s + d2 c (high). Channels past rope_dims pass through. */
+template <bool TRANSPOSED>
+static __device__ __forceinline__ float4 rope4(float4 v, float4 p, int c, int t, int half,
                                                const float *cos_t, const float *sin_t)
 {
     if (c >= 2 * half)
-        return n;
+        return v;
     size_t tj = (size_t)t * half + (c < half ? c : c - half);
     float4 cs = *(const float4 *)(cos_t + tj), sn = *(const float4 *)(sin_t + tj), y;
 #pragma unroll
     for (int e = 0; e < 4; e++) {
-        float co = at(cs, e), si = at(sn, e), own = at(n, e), other = at(p, e);
-        at(y, e) = c < half ? __fadd_rn(__fmul_rn(own, co), __fmul_rn(other, si))
-                            : __fadd_rn(__fmul_rn(-other, si), __fmul_rn(own, co));
+        float co = at(cs, e), si = at(sn, e), own = at(v, e), other = at(p, e);
+        if (c < half)
+            at(y, e) = TRANSPOSED ? __fsub_rn(__fmul_rn(own, co), __fmul_rn(other, si))
+                                  : __fadd_rn(__fmul_rn(own, co), __fmul_rn(other, si));
+        else
+            at(y, e) = __fadd_rn(__fmul_rn(TRANSPOSED ? other : -other, si), __fmul_rn(own, co));
     }
     return y;
-}
-
-/* The transpose: gk_rope_bwd_f32's d1 c - d2 s (low) and d1 s + d2 c (high). */
-static __device__ __forceinline__ float4 rope4_t(float4 d, float4 p, int c, int t, int half,
-                                                 const float *cos_t, const float *sin_t)
-{
-    if (c >= 2 * half)
-        return d;
-    size_t tj = (size_t)t * half + (c < half ? c : c - half);
-    float4 cs = *(const float4 *)(cos_t + tj), sn = *(const float4 *)(sin_t + tj), g;
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-        float co = at(cs, e), si = at(sn, e), own = at(d, e), other = at(p, e);
-        at(g, e) = c < half ? __fsub_rn(__fmul_rn(own, co), __fmul_rn(other, si))
-                            : __fadd_rn(__fmul_rn(other, si), __fmul_rn(own, co));
-    }
-    return g;
 }
 
 /* A lane's four consecutive values at p as floats: one 16-byte load of fp32
@@ -147,7 +135,7 @@ __global__ void __launch_bounds__(THREADS)
     ss = group_sum<G>(ss);
     float r = (float)(1 / sqrt(ss / D + eps));
     float4 n = scaled(v, r);
-    float4 q = rope4(n, partner<G>(n, w.lane, half), c, w.t, half, cos_t, sin_t);
+    float4 q = rope4<false>(n, partner<G>(n, w.lane, half), c, w.t, half, cos_t, sin_t);
     if (gain) {
         float s = gain[w.h];
 #pragma unroll
@@ -178,7 +166,7 @@ __global__ void __launch_bounds__(THREADS)
     float r = w.live ? rstd[w.row] : 0;
     float4 n = scaled(xv, r);
     if (gain) {
-        float4 q = rope4(n, partner<G>(n, w.lane, half), c, w.t, half, cos_t, sin_t);
+        float4 q = rope4<false>(n, partner<G>(n, w.lane, half), c, w.t, half, cos_t, sin_t);
         double acc = 0;
 #pragma unroll
         for (int e = 0; e < 4; e++)
@@ -191,7 +179,7 @@ __global__ void __launch_bounds__(THREADS)
         if (w.live && w.lane == 0)
             part[w.row] = acc;
     }
-    g = rope4_t(g, partner<G>(g, w.lane, half), c, w.t, half, cos_t, sin_t);
+    g = rope4<true>(g, partner<G>(g, w.lane, half), c, w.t, half, cos_t, sin_t);
     /* RMSNorm's backward: r (g - n m), m = mean of g n; no FMA where it cancels */
     double acc = 0;
 #pragma unroll
