@@ -1156,6 +1156,14 @@ __global__ void ds_sum_k(float *ds, const double *part, int nchunk, int C, int g
         ds[j] += (float)acc;
 }
 
+cudaError_t gk_cu_column_sums(float *ds, const double *part, int rows, int C,
+                              cudaStream_t stream)
+{
+    if (rows > 0 && C > 0)
+        ds_sum_k<<<C, ds_sum_threads(rows), 0, stream>>>(ds, part, rows, C, 1);
+    return cudaGetLastError();
+}
+
 size_t gk_cu_scale_add_bwd_workspace(int N, int C)
 {
     return (size_t)((N + DS_ROWS - 1) / DS_ROWS) * C * sizeof(double);

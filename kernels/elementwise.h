@@ -152,6 +152,13 @@ cudaError_t gk_cu_scale_add_bwd(float *dx, float *ds, const float *dy, const flo
                                 const float *s, int N, int C, int group, void *work,
                                 cudaStream_t stream);
 
+/* ds[j] += the sum over the ROWS rows of part[r][j] (part [rows, C] doubles
+ * on the device), by the fixed tree of the scale gradients' second pass:
+ * the column sums of partial sums a kernel of its own wrote (head_prep's
+ * per-row gain terms). */
+cudaError_t gk_cu_column_sums(float *ds, const double *part, int rows, int C,
+                              cudaStream_t stream);
+
 /* The backward of a scale-add into zeros (y = s x written, not added: a
  * residual branch, q_gain): d(x) = s dy WRITTEN as fp32 into dx and/or as
  * bf16 into dxb (either may be NULL; the bf16 is the round-to-nearest of the

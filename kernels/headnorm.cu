@@ -7,13 +7,11 @@
  * j + rope_dims/2; with rope_dims a multiple of 8 both halves start on a
  * lane boundary and the partner of a lane's four channels is the same four
  * slots of lane +- rope_dims/8, fetched by a shuffle. */
-#include <cub/block/block_reduce.cuh>
-
 #include "cuda_util.h"
+#include "elementwise.h" /* gk_cu_column_sums */
 #include "headnorm.h"
 
 #define THREADS 256      /* a block: THREADS / G head rows */
-#define GAIN_THREADS 1024 /* the gain gradient's reduction tree, fixed */
 
 int gk_cu_head_prep_ok(int D, int rope_dims)
 {
@@ -195,22 +193,6 @@ __global__ void __launch_bounds__(THREADS)
         store_bf16x4(dxb + w.at(ldd), d);
 }
 
-/* dgain[h] += the sum over rows of head h of part, one block per head: each
- * thread its rows in order, then cub's fixed tree over the block. */
-__global__ void __launch_bounds__(GAIN_THREADS)
-    gain_sum_k(float *dgain, const double *part, size_t tokens, int H)
-{
-    typedef cub::BlockReduce<double, GAIN_THREADS> reduce;
-    __shared__ typename reduce::TempStorage tmp;
-    int h = blockIdx.x;
-    double acc = 0;
-    for (size_t n = threadIdx.x; n < tokens; n += GAIN_THREADS)
-        acc += part[n * H + h];
-    acc = reduce(tmp).Sum(acc);
-    if (threadIdx.x == 0)
-        dgain[h] += (float)acc;
-}
-
 static unsigned grid_of(size_t rows, int D)
 {
     return (unsigned)((rows * (D / 4) + THREADS - 1) / THREADS);
@@ -263,8 +245,8 @@ static cudaError_t bwd_launch(gk_bf16 *dxb, int ldd, float *dgain, const float *
                        : head_prep_bwd_k<32, X>;
     k<<<grid, THREADS, 0, stream>>>(dxb, ldd, part, dy, x, ldx, rstd, cos, sin, gain, rows, T, H,
                                     half);
-    if (gain)
-        gain_sum_k<<<H, GAIN_THREADS, 0, stream>>>(dgain, part, (size_t)B * T, H);
+    if (gain) /* part is [B T, H]: the gain's gradient is its column sums */
+        return gk_cu_column_sums(dgain, part, B * T, H, stream);
     return cudaGetLastError();
 }
 

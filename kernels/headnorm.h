@@ -21,7 +21,8 @@
  * one rounded product. The forward's bf16 output and the backward's bf16
  * gradient are therefore bit-identical to the chain of those kernels; only the
  * gain's gradient sums its terms in another (fixed) order: per row in double,
- * then per head by one block's fixed tree (no atomics: repeatable bits).
+ * then per head by elementwise.h's gk_cu_column_sums, a fixed tree (no
+ * atomics: repeatable bits).
  *
  * Shapes: x is [B, T, H, D] as the products write it, its tokens LDX
  * elements apart (H D when it is a tensor of its own, more when it is a block
