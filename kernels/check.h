@@ -37,6 +37,7 @@ extern "C" {
     X(rmsnorm)       \
     X(rope)          \
     X(headnorm)      \
+    X(residual)      \
     X(act)           \
     X(softcap_ce)    \
     X(scale_add)     \

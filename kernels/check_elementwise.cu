@@ -517,7 +517,8 @@ static void time_act(gk_cu_arena *arena)
 /* gk_cu_act_fwd_bx and gk_cu_act_bwd_bx on [N, F] against the CPU (x rounded
  * to bf16 first: what the kernels read; the gradient into zeros: written)
  * and against gk_cu_act_fwd(NULL, yb, ...) and gk_cu_act_bwd(NULL, dxb, ...)
- * on the widened x, bit for bit. */
+ * on the widened x, bit for bit; then gk_cu_act_bwd_bb (dy rounded to bf16
+ * too) likewise against gk_cu_act_bwd_bx on the widened dy. */
 static void check_act_bx(gk_cu_arena *arena, gk_act act, const char *name, double bound, int N,
                          int F)
 {
@@ -555,6 +556,25 @@ static void check_act_bx(gk_cu_arena *arena, gk_act act, const char *name, doubl
           "%s bwd bx, N %d F %d: bf16 dx max rel err against the CPU %.3g (bound %g); %zu of %zu "
           "differ from gk_cu_act_bwd's on the widened x (bound 0: bit-identical)", name, N, F,
           eb, bf16_bound(bound), bb, nx);
+
+    /* The _bb form: dy rounded to bf16 as well, against the CPU on the
+     * rounded dy and against gk_cu_act_bwd_bx on its widening. */
+    gk_check_round_bf16(dy, ny);
+    memset(dx, 0, nx * 4);
+    gk_act_bwd_f32(dx, dy, x, N, F, act);
+    d_dy = gk_check_up(arena, dy, ny);
+    gk_bf16 *d_dyb = (gk_bf16 *)gk_check_upload(arena, dy, ny, GK_OUT_BF16);
+    GK_CU(gk_cu_act_bwd_bx(d_dxb, d_dy, d_xb, N, F, act, 0));
+    free(t_dxb);
+    t_dxb = gk_check_download(d_dxb, nx, GK_OUT_BF16);
+    d_dxb = (gk_bf16 *)gk_check_poisoned(arena, nx * 2);
+    GK_CU(gk_cu_act_bwd_bb(d_dxb, d_dyb, d_xb, N, F, act, 0));
+    bb = 0;
+    eb = compare(d_dxb, GK_OUT_BF16, dx, t_dxb, nx, bound, &bb);
+    GK_OK(eb <= bf16_bound(bound) && bb == 0,
+          "%s bwd bb (dy in bf16 too), N %d F %d: bf16 dx max rel err against the CPU %.3g "
+          "(bound %g); %zu of %zu differ from gk_cu_act_bwd_bx's on the widened dy (bound 0)",
+          name, N, F, eb, bf16_bound(bound), bb, nx);
     free(t_yb), free(t_dxb);
     free(x), free(dy), free(y), free(dx);
 }

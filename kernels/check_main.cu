@@ -43,7 +43,7 @@ static const struct {
 /* Device memory for any one check; the headnorm check's timing, the largest,
  * needs about 900 MiB (the baseline's query tensor, its gradient and the
  * scratch of the kernel chain it is timed against). */
-#define ARENA_BYTES ((size_t)1 << 30)
+#define ARENA_BYTES ((size_t)2 << 30)
 
 /* Whether check NAME runs: every check with no arguments, else only those
  * named on the command line (bin/check-cuda moe optim). */

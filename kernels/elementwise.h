@@ -109,6 +109,11 @@ cudaError_t gk_cu_act_fwd_bx(gk_bf16 *yb, const gk_bf16 *x, int N, int F, gk_act
                              cudaStream_t stream);
 cudaError_t gk_cu_act_bwd_bx(gk_bf16 *dxb, const float *dy, const gk_bf16 *x, int N, int F,
                              gk_act act, cudaStream_t stream);
+/* The same with dy in bf16 too (the product before it wrote d(act) in bf16,
+ * as autocast's does): gk_cu_act_bwd_bx on the fp32 widening of dy, bit for
+ * bit. */
+cudaError_t gk_cu_act_bwd_bb(gk_bf16 *dxb, const gk_bf16 *dy, const gk_bf16 *x, int N, int F,
+                             gk_act act, cudaStream_t stream);
 
 /* Softcapped cross-entropy, forward and backward fused, as gk_softcap_ce_f32:
  * one block per row. losses [N] (required) receives each row's loss in
