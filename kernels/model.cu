@@ -40,6 +40,7 @@
 #include "moe.h"
 #include "modeldev.h"
 #include "optim.h"
+#include "residual.h"
 
 extern "C" {
 #include "../lib/moe.h" /* gk_ffn_act; plain "moe.h" is kernels/moe.h from here */
@@ -68,6 +69,11 @@ struct gk_gpu {
      * and gain (head dims 32, 64, 128, rope_dims a multiple of 8); else the
      * fp32 attention after model_impl.h's chain of kernels */
     int tc;
+    /* the residual stream's backward fused (residual.h: each RMSNorm's
+     * backward with the scale backward after it, reading the normalized row
+     * and its gradient in bf16), on the tc path at widths it takes; the
+     * forward then keeps no fp32 copy of the normalized rows */
+    int rb;
     char name[320];
     cudaStream_t stream;
     gk_cu_arena arena;
@@ -83,8 +89,8 @@ struct gk_gpu {
     gk_bf16 *xf_b, *dz_b;
     double *losses, *mean, *step_loss;
     /* backward scratch, shared by the blocks */
-    float *dres, *dres2, *dx0, *dA, *dln, *datt, *dq1, *dq2, *dk1, *dk2, *dv, *dhact;
-    gk_bf16 *dA_b, *dq_b, *dk_b, *dv_b, *dh_b, *datt_b;
+    float *dres, *dres2, *dx0, *dA, *dln, *datt, *dq1, *dq2, *dk1, *dk2, *dv;
+    gk_bf16 *dA_b, *dq_b, *dk_b, *dv_b, *dh_b, *datt_b, *dhact_b, *dln_b;
     void *work;                   /* the largest of the kernels' workspaces */
     size_t work_bytes;
     gk_cu_moe **moe;              /* [L] or NULL */
@@ -96,9 +102,11 @@ struct gk_gpu {
 
 /* ---- the memory plan ---------------------------------------------------------- */
 
-/* The plan is carved twice (cuda_util.h's gk_cu_carver): counting, then real. */
+/* The plan is carved twice (cuda_util.h's gk_cu_carver): counting, then real.
+ * A buffer of 0 bytes is NULL, so a path that does not keep it cannot write
+ * into its neighbour by mistake (and the kernels' optional outputs are off). */
 typedef gk_cu_carver carver;
-static void *carve(carver *c, size_t bytes) { return gk_cu_carve(c, bytes); }
+static void *carve(carver *c, size_t bytes) { return bytes ? gk_cu_carve(c, bytes) : NULL; }
 static float *carve_f(carver *c, size_t n) { return (float *)carve(c, n * sizeof(float)); }
 static gk_bf16 *carve_b(carver *c, size_t n) { return (gk_bf16 *)carve(c, n * sizeof(gk_bf16)); }
 
@@ -121,7 +129,8 @@ static void carve_all(gk_gpu *g, carver *c, int train)
     g->x0 = carve_f(c, N * C), g->rstd0 = carve_f(c, N);
     for (int i = 0; i < g->L; i++) {
         block_acts *a = &g->blk[i];
-        a->ln1 = carve_f(c, N * C), a->rstd1 = carve_f(c, N), a->ln1_b = carve_b(c, N * C);
+        a->ln1 = carve_f(c, g->rb ? 0 : N * C), a->rstd1 = carve_f(c, N);
+        a->ln1_b = carve_b(c, N * C);
         a->qn = carve_f(c, g->tc ? 0 : N * C), a->rstdq = carve_f(c, N * H);
         a->kn = carve_f(c, g->tc ? 0 : N * KVD), a->rstdk = carve_f(c, N * KV);
         a->qk_b = carve_b(c, g->tc ? N * (C + KVD) : 0);
@@ -132,7 +141,9 @@ static void carve_all(gk_gpu *g, carver *c, int train)
         a->qg_b = carve_b(c, g->tc ? N * C : 0), a->kr_b = carve_b(c, g->tc ? N * KVD : 0);
         a->v_b = carve_b(c, g->tc ? N * KVD : 0);
         a->ay_b = carve_b(c, N * C);
-        a->ln2 = carve_f(c, N * C), a->rstd2 = carve_f(c, N), a->ln2_b = carve_b(c, N * C);
+        /* the mixture's router reads mlp_norm's output in fp32 */
+        a->ln2 = carve_f(c, g->rb && !l->moe ? 0 : N * C), a->rstd2 = carve_f(c, N);
+        a->ln2_b = carve_b(c, N * C);
         a->hpre_b = carve_b(c, N * FR), a->hact_b = carve_b(c, N * F);
         a->my = carve_f(c, l->moe ? N * C : 0), a->my_b = carve_b(c, l->moe ? 0 : N * C);
         a->xout = carve_f(c, N * C);
@@ -147,7 +158,8 @@ static void carve_all(gk_gpu *g, carver *c, int train)
     g->work_bytes = max_z(g->tc ? max_z(gk_cu_attention_tc_bwd_workspace(g->B, g->T, g->H),
                                         gk_cu_head_prep_bwd_workspace(g->B, g->T, g->H))
                                 : gk_cu_attention_bwd_workspace(g->B, g->T, g->H),
-                          gk_cu_scale_add_bwd_workspace((int)N, (int)C));
+                          max_z(gk_cu_scale_add_bwd_workspace((int)N, (int)C),
+                                g->rb ? gk_cu_resid_bwd_workspace((int)N, (int)C) : 0));
     if (!train) {
         g->work = carve(c, g->work_bytes);
         return;
@@ -166,8 +178,8 @@ static void carve_all(gk_gpu *g, carver *c, int train)
     g->dq1 = carve_f(c, N * C), g->dq2 = carve_f(c, N * C);
     g->dk1 = carve_f(c, N * KVD), g->dk2 = carve_f(c, g->tc ? 0 : N * KVD);
     g->dv = carve_f(c, g->tc ? 0 : N * KVD);
-    g->dhact = carve_f(c, N * F);
-    g->dA_b = carve_b(c, N * C);
+    g->dhact_b = carve_b(c, N * F);
+    g->dA_b = carve_b(c, N * C), g->dln_b = carve_b(c, g->rb ? N * C : 0);
     if (g->tc) { /* one [N, C + 2 KVD] matrix: c_q, c_k and c_v's products run as one */
         g->dq_b = carve_b(c, N * (C + 2 * KVD));
         g->dk_b = g->dq_b ? g->dq_b + C : NULL, g->dv_b = g->dq_b ? g->dq_b + C + KVD : NULL;
@@ -239,6 +251,7 @@ gk_gpu *gk_gpu_new(const gk_layout *l, int B, int T, int train, const char *prog
     g->L = c->model.n_layer, g->act = gk_ffn_act(c->model.activation);
     g->cap = c->model.logit_softcap;
     g->tc = gk_cu_head_prep_ok(g->D, g->R);
+    g->rb = g->tc && gk_cu_resid_bwd_ok(g->C);
     for (int b = 0; b < g->L; b++) {
         size_t q = gk_layout_block(l, b, GK_BLK_C_Q)->offset;
         size_t kvd = (size_t)g->KV * g->D * g->C;
@@ -524,20 +537,22 @@ double gk_gpu_forward_rows(gk_gpu *g, int B, const int *tokens, const int *targe
 
 /* ---- backward ------------------------------------------------------------------ */
 
-/* dx (=|+=) dy W and dW += dy^T x, dy fp32 converted to bf16 in DYB first
- * when CONVERT (else DYB already holds it). */
-static void linear_bwd(gk_gpu *g, float *dx, int acc, float *dw, gk_bf16 *dyb, const float *dy,
-                       const gk_bf16 *x, const gk_bf16 *w, int N, int in, int out,
-                       int convert)
+/* dx (=|+=) dy W, of type DXT, and dW += dy^T x, dy fp32 converted to bf16
+ * in DYB first when CONVERT (else DYB already holds it). */
+static void linear_bwd(gk_gpu *g, void *dx, gk_out_type dxt, int acc, float *dw, gk_bf16 *dyb,
+                       const float *dy, const gk_bf16 *x, const gk_bf16 *w, int N, int in,
+                       int out, int convert)
 {
     if (convert)
         to_bf16(g, dyb, dy, (size_t)N * out);
-    gk_gemm_linear_bwd_dx(&g->gemm, dx, GK_OUT_F32, dyb, w, N, in, out, acc);
+    gk_gemm_linear_bwd_dx(&g->gemm, dx, dxt, dyb, w, N, in, out, acc);
     gk_gemm_linear_bwd_dw(&g->gemm, dw, GK_OUT_F32, dyb, x, N, in, out, 1);
 }
 
 /* Gradient of ffn_fwd: d(my) is in g->dA (fp32, the mixture) or g->dA_b (bf16,
- * the dense MLP); writes d(ln2) into g->dln. */
+ * the dense MLP); writes d(ln2) into g->dln, or for the dense MLP under rb in
+ * bf16 into g->dln_b (the fused norm backward reads it). d(act) leaves its
+ * product in bf16, as autocast's does. */
 static void ffn_bwd(gk_gpu *g, block_acts *a, int b, int N)
 {
     size_t NC = (size_t)N * g->C;
@@ -547,11 +562,11 @@ static void ffn_bwd(gk_gpu *g, block_acts *a, int b, int N)
                       g->load + (size_t)b * g->l->cfg.moe.n_experts);
         return;
     }
-    linear_bwd(g, g->dhact, 0, G(g, b, GK_BLK_MLP_PROJ), g->dA_b, NULL, a->hact_b,
-               W(g, b, GK_BLK_MLP_PROJ), N, g->F, g->C, 0);
-    GK_CU(gk_cu_act_bwd_bx(g->dh_b, g->dhact, a->hpre_b, N, g->F, g->act, g->stream));
-    linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_FC), g->dh_b, NULL, a->ln2_b, W(g, b, GK_BLK_FC), N,
-               g->C, g->FR, 0);
+    linear_bwd(g, g->dhact_b, GK_OUT_BF16, 0, G(g, b, GK_BLK_MLP_PROJ), g->dA_b, NULL,
+               a->hact_b, W(g, b, GK_BLK_MLP_PROJ), N, g->F, g->C, 0);
+    GK_CU(gk_cu_act_bwd_bb(g->dh_b, g->dhact_b, a->hpre_b, N, g->F, g->act, g->stream));
+    linear_bwd(g, g->rb ? (void *)g->dln_b : g->dln, g->rb ? GK_OUT_BF16 : GK_OUT_F32, 0,
+               G(g, b, GK_BLK_FC), g->dh_b, NULL, a->ln2_b, W(g, b, GK_BLK_FC), N, g->C, g->FR, 0);
 }
 
 /* Gradient of block_fwd: g->dres holds d(xout) on entry and d(xin) on exit;
@@ -572,9 +587,19 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
         GK_CU(gk_cu_scale_bwd_set_bx(NULL, g->dA_b, G(g, b, GK_BLK_MLP_SCALE), g->dres, a->my_b,
                                      P(g, b, GK_BLK_MLP_SCALE), N, C, 1, w, s));
     ffn_bwd(g, a, b, N);
-    GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, a->ln2, a->rstd2, N, C, s));
-    GK_CU(gk_cu_scale_bwd_set_bx(NULL, g->dA_b, G(g, b, GK_BLK_ATTN_SCALE), g->dres, a->ay_b,
-                                 P(g, b, GK_BLK_ATTN_SCALE), N, C, 1, w, s));
+    /* mlp_norm back, then x += attn_scale * ay: d(ay) in bf16, d(attn_scale) */
+    float *gas = G(g, b, GK_BLK_ATTN_SCALE);
+    const float *as = P(g, b, GK_BLK_ATTN_SCALE);
+    if (g->rb && g->moe)
+        GK_CU(gk_cu_norm_bwd_scale(g->dres, g->dA_b, gas, g->dln, a->ln2_b, a->rstd2, a->ay_b, as,
+                                   N, C, w, s));
+    else if (g->rb)
+        GK_CU(gk_cu_norm_bwd_scale_bdy(g->dres, g->dA_b, gas, g->dln_b, a->ln2_b, a->rstd2,
+                                       a->ay_b, as, N, C, w, s));
+    else {
+        GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, a->ln2, a->rstd2, N, C, s));
+        GK_CU(gk_cu_scale_bwd_set_bx(NULL, g->dA_b, gas, g->dres, a->ay_b, as, N, C, 1, w, s));
+    }
     if (g->tc) { /* d(att) in the bf16 the attention reads; it overwrites dq, dk, dv */
         gk_gemm_linear_bwd_dx(&g->gemm, g->datt_b, GK_OUT_BF16, g->dA_b,
                               W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
@@ -593,12 +618,13 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
                                   g->sin, NULL, B, T, KV, D, g->R, w, s));
         /* c_q, c_k, c_v are consecutive tensors (gk_gpu_new checks it): one
          * product with [dq dk dv] for d(ln1), one for their weights' gradients */
-        gk_gemm_linear_bwd_dx(&g->gemm, g->dln, GK_OUT_F32, g->dq_b, W(g, b, GK_BLK_C_Q), N, C,
-                              QKV, 0);
+        gk_gemm_linear_bwd_dx(&g->gemm, g->rb ? (void *)g->dln_b : g->dln,
+                              g->rb ? GK_OUT_BF16 : GK_OUT_F32, g->dq_b, W(g, b, GK_BLK_C_Q), N,
+                              C, QKV, 0);
         gk_gemm_linear_bwd_dw(&g->gemm, G(g, b, GK_BLK_C_Q), GK_OUT_F32, g->dq_b, a->ln1_b, N, C,
                               QKV, 1);
     } else {
-        linear_bwd(g, g->datt, 0, G(g, b, GK_BLK_ATTN_PROJ), g->dA_b, NULL, a->att_b,
+        linear_bwd(g, g->datt, GK_OUT_F32, 0, G(g, b, GK_BLK_ATTN_PROJ), g->dA_b, NULL, a->att_b,
                    W(g, b, GK_BLK_ATTN_PROJ), N, C, C, 0);
         zero(g, g->dq1, NC * sizeof(float));
         zero(g, g->dk1, NKVD * sizeof(float));
@@ -613,18 +639,24 @@ static void block_bwd(gk_gpu *g, block_acts *a, int b, int B)
         GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dq_b, g->dq1, a->qn, a->rstdq, N * H, D, s));
         GK_CU(gk_cu_rope_bwd(g->dk2, g->dk1, g->cos, g->sin, B, T, KV, D, g->R, 1, s));
         GK_CU(gk_cu_rmsnorm_bwd(NULL, g->dk_b, g->dk2, a->kn, a->rstdk, N * KV, D, s));
-        linear_bwd(g, g->dln, 0, G(g, b, GK_BLK_C_Q), g->dq_b, NULL, a->ln1_b,
+        linear_bwd(g, g->dln, GK_OUT_F32, 0, G(g, b, GK_BLK_C_Q), g->dq_b, NULL, a->ln1_b,
                    W(g, b, GK_BLK_C_Q), N, C, C, 0);
-        linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_K), g->dk_b, NULL, a->ln1_b,
+        linear_bwd(g, g->dln, GK_OUT_F32, 1, G(g, b, GK_BLK_C_K), g->dk_b, NULL, a->ln1_b,
                    W(g, b, GK_BLK_C_K), N, C, KVD, 0);
-        linear_bwd(g, g->dln, 1, G(g, b, GK_BLK_C_V), g->dv_b, g->dv, a->ln1_b,
+        linear_bwd(g, g->dln, GK_OUT_F32, 1, G(g, b, GK_BLK_C_V), g->dv_b, g->dv, a->ln1_b,
                    W(g, b, GK_BLK_C_V), N, C, KVD, 1);
     }
-    GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, a->ln1, a->rstd1, N, C, s));
+    /* attn_norm back, then resid_mix: d(xin) into dres2, d(x0) added */
     const float *mix = P(g, b, GK_BLK_RESID_MIX);
     float *gmix = G(g, b, GK_BLK_RESID_MIX);
-    GK_CU(gk_cu_scale_bwd_set(g->dres2, NULL, gmix, g->dres, a->xin, mix, N, C, 1, w, s));
-    GK_CU(gk_cu_scale_add_bwd(g->dx0, gmix + C, g->dres, g->x0, mix + C, N, C, 1, w, s));
+    if (g->rb) {
+        GK_CU(gk_cu_norm_bwd_mix(g->dres2, g->dx0, gmix, g->dres, g->dln_b, a->ln1_b, a->rstd1,
+                                 a->xin, g->x0, mix, N, C, w, s));
+    } else {
+        GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, a->ln1, a->rstd1, N, C, s));
+        GK_CU(gk_cu_scale_bwd_set(g->dres2, NULL, gmix, g->dres, a->xin, mix, N, C, 1, w, s));
+        GK_CU(gk_cu_scale_add_bwd(g->dx0, gmix + C, g->dres, g->x0, mix + C, N, C, 1, w, s));
+    }
     float *t = g->dres;
     g->dres = g->dres2, g->dres2 = t;
 }
@@ -651,7 +683,7 @@ void gk_gpu_fwd_bwd(gk_gpu *g, int B, const int *tokens, const int *targets, dou
     loss_acc_kernel<<<1, 1, 0, s>>>(g->step_loss, g->mean, dloss);
     GK_CU(cudaGetLastError());
     const gk_param *hp = &l->params[l->lm_head >= 0 ? l->lm_head : l->tok_emb];
-    linear_bwd(g, g->dln, 0, g->grads + hp->offset, g->dz_b, NULL, g->xf_b,
+    linear_bwd(g, g->dln, GK_OUT_F32, 0, g->grads + hp->offset, g->dz_b, NULL, g->xf_b,
                g->wbf + hp->offset, N, C, g->V, 0);
     zero(g, g->dres, NC * sizeof(float));
     GK_CU(gk_cu_rmsnorm_bwd(g->dres, NULL, g->dln, g->xf, g->rstdf, N, C, s));
