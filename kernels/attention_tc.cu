@@ -80,8 +80,9 @@
 #define DQ_BQ (16 * NWARPS)
 #define DQ_BK(D) ((D) <= 64 ? 64 : 32)
 #define DQ_MINB(D) ((D) <= 64 ? 3 : 1)
-/* prep kernel: rows per block, one warp each. */
-#define PREP_ROWS 8
+/* prep kernel: threads a block; a row of D values is D / 8 lanes' (one
+ * 16-byte load of each operand a lane). */
+#define PREP_THREADS 256
 
 #define LOG2E 1.4426950408889634
 #define LN2 0.69314718055994531f
@@ -434,29 +435,47 @@ __global__ void __launch_bounds__(THREADS, 1)
 /* ---- backward ------------------------------------------------------------------ */
 
 /* Row r = (b, t, h) of dout and out: delta = dout . out and lse * log2 e, both
- * written at (b, h, t). One warp per row: bf16 pairs, then a shuffle tree. */
-__global__ void __launch_bounds__(PREP_ROWS * 32)
+ * written at (b, h, t). L = D / 8 lanes per row, eight bf16 of each operand a
+ * lane by one 16-byte load (a warp-per-row version with 4-byte loads ran at
+ * about 40% of the bandwidth), then a shuffle tree over the L lanes. Groups
+ * past the last row run with zeros so every lane reaches the shuffles. */
+template <int L>
+__global__ void __launch_bounds__(PREP_THREADS)
     attn_tc_prep_k(float *lse2, float *delta, const gk_bf16 *dout, const gk_bf16 *out,
-                   const float *lse, int T, int H, int D, size_t rows)
+                   const float *lse, int T, int H, size_t rows)
 {
-    size_t r = (size_t)blockIdx.x * PREP_ROWS + threadIdx.x / 32;
-    int lane = threadIdx.x % 32;
-    if (r >= rows) /* a whole warp leaves together */
-        return;
+    size_t r = ((size_t)blockIdx.x * PREP_THREADS + threadIdx.x) / L;
+    int lane = threadIdx.x % L;
+    bool live = r < rows;
     float s = 0.f;
-    for (int c = lane * 2; c < D; c += 64) {
-        float2 a = __bfloat1622float2(*(const __nv_bfloat162 *)(dout + r * D + c));
-        float2 o = __bfloat1622float2(*(const __nv_bfloat162 *)(out + r * D + c));
-        s = fmaf(a.x, o.x, s);
-        s = fmaf(a.y, o.y, s);
+    if (live) {
+        uint4 a = *(const uint4 *)(dout + r * (8 * L) + lane * 8);
+        uint4 o = *(const uint4 *)(out + r * (8 * L) + lane * 8);
+        const __nv_bfloat162 *ap = (const __nv_bfloat162 *)&a, *op = (const __nv_bfloat162 *)&o;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            float2 x = __bfloat1622float2(ap[j]), y = __bfloat1622float2(op[j]);
+            s = fmaf(x.x, y.x, s);
+            s = fmaf(x.y, y.y, s);
+        }
     }
-    for (int x = 16; x > 0; x >>= 1)
+#pragma unroll
+    for (int x = L / 2; x > 0; x >>= 1)
         s += __shfl_xor_sync(0xffffffffu, s, x);
-    if (lane == 0) {
+    if (live && lane == 0) {
         size_t h = r % H, t = r / H % T, b = r / H / T, i = (b * H + h) * T + t;
         lse2[i] = lse[r] * (float)LOG2E;
         delta[i] = s;
     }
+}
+
+template <int D>
+static void prep_launch(float *lse2, float *delta, const gk_bf16 *dout, const gk_bf16 *out,
+                        const float *lse, int T, int H, size_t rows, cudaStream_t stream)
+{
+    constexpr int L = D / 8, PER_BLOCK = PREP_THREADS / L;
+    attn_tc_prep_k<L><<<(unsigned)((rows + PER_BLOCK - 1) / PER_BLOCK), PREP_THREADS, 0,
+                        stream>>>(lse2, delta, dout, out, lse, T, H, rows);
 }
 
 /* The Q, dO, lse2 and delta tiles of query tile I0 of head H, into buffer BUF. */
@@ -738,8 +757,11 @@ extern "C" cudaError_t gk_cu_attention_tc_bwd(float *dq, float *dk, gk_bf16 *dv,
         return cudaGetLastError();
     size_t rows = (size_t)B * T * H;
     float *lse2 = (float *)workspace, *delta = lse2 + rows;
-    attn_tc_prep_k<<<(unsigned)((rows + PREP_ROWS - 1) / PREP_ROWS), PREP_ROWS * 32, 0,
-                     stream>>>(lse2, delta, dout, out, lse, T, H, D, rows);
+    switch (D) {
+    case 32: prep_launch<32>(lse2, delta, dout, out, lse, T, H, rows, stream); break;
+    case 64: prep_launch<64>(lse2, delta, dout, out, lse, T, H, rows, stream); break;
+    default: prep_launch<128>(lse2, delta, dout, out, lse, T, H, rows, stream); break;
+    }
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return e;

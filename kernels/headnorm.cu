@@ -10,6 +10,7 @@
 #include "cuda_util.h"
 #include "elementwise.h" /* gk_cu_column_sums */
 #include "headnorm.h"
+#include "vec.h" /* group_sum */
 
 #define THREADS 256      /* a block: THREADS / G head rows */
 
@@ -37,14 +38,6 @@ template <int G> struct head_row {
      * LD elements apart. */
     __device__ size_t at(size_t ld) const { return tok * ld + (size_t)h * (4 * G) + lane * 4; }
 };
-
-template <int G> __device__ __forceinline__ double group_sum(double v)
-{
-#pragma unroll
-    for (int o = G / 2; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 
 /* The four values of the rotary partner lane (this lane's own beyond the
  * rotated channels). Every lane of the warp calls it. */
