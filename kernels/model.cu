@@ -4,16 +4,19 @@
  * same order, with each layer's CPU call replaced by its kernel: the matrix
  * products through cuBLASLt in bf16 with fp32 accumulation (kernels/gemm.h),
  * the rest in kernels/elementwise.h, headnorm.h, attention_tc.h, moe.h. The
- * precision is autocast's: the residual stream, the norms' statistics, the
- * loss and every parameter gradient in fp32; what a product reads, and the
- * branch outputs a product writes (q and k raw, v, attn.proj, mlp.fc, the
- * dense mlp.proj, the gradients fed to the products), in bf16. So a
- * difference between the two backends is rounding, never structure, and the
- * whole-model check (pipelines/check-cuda-model.sh) holds them to a bf16
- * tolerance. The backward's weight gradients read the very bf16 operands the
- * forward multiplied. Where the arithmetic allows, several of the reference's
- * layers run as one kernel (the per-head QK norm, rotary, q_gain and cast;
- * resid_mix or a residual add with the RMSNorm after it), and layers that
+ * precision is autocast's: the residual stream and its gradient, the norms'
+ * statistics, the loss and every parameter gradient in fp32; what a product
+ * reads, and what a product writes (q and k raw, v, attn.proj, mlp.fc, the
+ * dense mlp.proj; the gradients it passes on: d(act), d(att), the d(ln) the
+ * norms' backward reads), in bf16. The residual norms' backward reads their
+ * output in the bf16 the product read (residual.h). So a difference between
+ * the two backends is rounding, never structure, and the whole-model check
+ * (pipelines/check-cuda-model.sh) holds them to a bf16 tolerance. The
+ * backward's weight gradients read the very bf16 operands the forward
+ * multiplied. Where the arithmetic allows, several of the reference's layers
+ * run as one kernel (the per-head QK norm, rotary, q_gain and cast;
+ * resid_mix or a residual add with the RMSNorm after it; each residual
+ * RMSNorm's backward with the scale backward after it), and layers that
  * share an input share a product (c_q with c_k forward; c_q, c_k and c_v
  * backward, over one packed [dq dk dv] matrix).
  *
