@@ -292,29 +292,15 @@ __global__ void __launch_bounds__(THREADS)
     size_t row = ((size_t)blockIdx.x * THREADS + threadIdx.x) / G;
     bool live = row < N;
     size_t off = (live ? row : 0) * C;
-    double acc = 0;
     if constexpr (PER > 0) {
-        fvec<VEC> g[PER], yv[PER], d[PER];
-#pragma unroll
-        for (int k = 0; k < PER; k++) {
-            int c = (k * G + lane) * VEC;
-            bool on = live && c < C;
-            g[k] = on ? vload<VEC>(dy + off + c, wide) : fvec<VEC>{};
-            yv[k] = on ? vload<VEC>(y + off + c, wide) : fvec<VEC>{};
-            d[k] = on && !dxb ? vload<VEC>(dx + off + c, wide) : fvec<VEC>{};
-#pragma unroll
-            for (int e = 0; e < VEC; e++)
-                acc += (double)g[k].v[e] * yv[k].v[e];
-        }
-        acc = group_sum<G>(acc);
-        float m = (float)(acc / C), r = live ? rstd[row] : 0;
+        fvec<VEC> d[PER];
+        float r = live ? rstd[row] : 0;
+        rms_bwd_row<VEC, G, PER>(d, dy, y, dxb ? NULL : dx, r, live, off, C, lane, wide,
+                                 [](int, bool, int) {});
 #pragma unroll
         for (int k = 0; k < PER; k++) {
             int c = (k * G + lane) * VEC;
             if (live && c < C) {
-#pragma unroll
-                for (int e = 0; e < VEC; e++)
-                    d[k].v[e] = rms_bwd_elem(d[k].v[e], g[k].v[e], yv[k].v[e], m, r);
                 if (dxb)
                     bstore<VEC>(dxb + off + c, d[k], wide);
                 else
@@ -322,6 +308,7 @@ __global__ void __launch_bounds__(THREADS)
             }
         }
     } else {
+        double acc = 0;
         for (int c = lane * VEC; live && c < C; c += G * VEC) {
             fvec<VEC> g = vload<VEC>(dy + off + c, wide), yv = vload<VEC>(y + off + c, wide);
 #pragma unroll

@@ -98,32 +98,19 @@ __global__ void __launch_bounds__(RB_THREADS)
         size_t row = (size_t)blockIdx.x * RB_ROWS + i;
         bool live = row < N;
         size_t off = (live ? row : 0) * C;
-        fvec<VEC> g[PER], yv[PER], d[PER];
+        fvec<VEC> d[PER];
         typename EP::template in<VEC> in[PER];
-        double gy = 0;
+        float r = live ? rstd[row] : 0;
+        rms_bwd_row<VEC, G, PER>(d, dy, y, dres, r, live, off, C, lane, true,
+                                 [&](int k, bool on, int c) {
+                                     in[k] = on ? ep.template load<VEC>(off + c)
+                                                : typename EP::template in<VEC>{};
+                                 });
 #pragma unroll
         for (int k = 0; k < PER; k++) {
             int c = (k * G + lane) * VEC;
-            bool on = live && c < C;
-            g[k] = on ? vload<VEC>(dy + off + c) : fvec<VEC>{};
-            yv[k] = on ? vload<VEC>(y + off + c) : fvec<VEC>{};
-            d[k] = on ? vload<VEC>(dres + off + c) : fvec<VEC>{};
-            in[k] = on ? ep.template load<VEC>(off + c) : typename EP::template in<VEC>{};
-#pragma unroll
-            for (int e = 0; e < VEC; e++)
-                gy += (double)g[k].v[e] * yv[k].v[e];
-        }
-        gy = group_sum<G>(gy);
-        float m = (float)(gy / C), r = live ? rstd[row] : 0;
-#pragma unroll
-        for (int k = 0; k < PER; k++) {
-            int c = (k * G + lane) * VEC;
-            if (live && c < C) {
-#pragma unroll
-                for (int e = 0; e < VEC; e++)
-                    d[k].v[e] = rms_bwd_elem(d[k].v[e], g[k].v[e], yv[k].v[e], m, r);
+            if (live && c < C)
                 ep.template apply<VEC, PER>(d[k], in[k], off + c, c, acc, k);
-            }
         }
     }
 #pragma unroll

@@ -188,6 +188,45 @@ __device__ __forceinline__ float rms_bwd_elem(float d, float g, float y, float m
     return __fadd_rn(d, __fmul_rn(r, __fsub_rn(g, __fmul_rn(y, m))));
 }
 
+/* The RMSNorm backward of one row, in the registers of its group of lanes:
+ * loads this lane's slots of dy (g) and y, and of dx into d (zeros when dx
+ * is NULL), sums g y over the row in double by the group's tree, and leaves
+ * d = rms_bwd_elem(d, g, y, m, r) in the slots inside the row (live, c < C).
+ * MORE(k, on, c) runs beside each slot's loads, so a caller's own loads of
+ * the row are in flight with them, before the shuffles. Every lane of the
+ * warp must call it (the shuffles); r is the row's 1/rms (0 when !live). */
+template <int VEC, int G, int PER, typename DY, typename Y, typename F>
+__device__ __forceinline__ void rms_bwd_row(fvec<VEC> (&d)[PER], const DY *dy, const Y *y,
+                                            const float *dx, float r, bool live, size_t off,
+                                            int C, int lane, bool wide, F &&more)
+{
+    fvec<VEC> g[PER], yv[PER];
+    double acc = 0;
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        int c = (k * G + lane) * VEC;
+        bool on = live && c < C;
+        g[k] = on ? vload<VEC>(dy + off + c, wide) : fvec<VEC>{};
+        yv[k] = on ? vload<VEC>(y + off + c, wide) : fvec<VEC>{};
+        d[k] = on && dx ? vload<VEC>(dx + off + c, wide) : fvec<VEC>{};
+        more(k, on, c);
+#pragma unroll
+        for (int e = 0; e < VEC; e++)
+            acc += (double)g[k].v[e] * yv[k].v[e];
+    }
+    acc = group_sum<G>(acc);
+    float m = (float)(acc / C);
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        int c = (k * G + lane) * VEC;
+        if (live && c < C) {
+#pragma unroll
+            for (int e = 0; e < VEC; e++)
+                d[k].v[e] = rms_bwd_elem(d[k].v[e], g[k].v[e], yv[k].v[e], m, r);
+        }
+    }
+}
+
 /* The kernel instance for a row_shape: K<VEC, G, PER>::fn names each one. */
 template <template <int, int, int> class K, int VEC> static auto pick_rows_vec(row_shape rs)
 {
