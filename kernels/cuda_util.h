@@ -134,7 +134,9 @@ static inline size_t gk_cu_arena_peak(const gk_cu_arena *a) { return a->peak; }
 /* A memory plan is carved twice by the same code: against a counting carver
  * (arena NULL), which only adds up the aligned sizes, to reserve the arena
  * once; then against the reserved arena. So the plan and the layout cannot
- * drift apart. */
+ * drift apart. A buffer of 0 bytes (one a path does not keep) is NULL in
+ * both passes and takes no space, so it can neither be written into its
+ * neighbour by mistake nor pass as a kernel's optional output. */
 typedef struct {
     gk_cu_arena *arena; /* NULL: counting */
     size_t bytes;
@@ -142,6 +144,8 @@ typedef struct {
 
 static inline void *gk_cu_carve(gk_cu_carver *c, size_t bytes)
 {
+    if (!bytes)
+        return NULL;
     c->bytes = (c->bytes + GK_CU_ALIGN - 1) / GK_CU_ALIGN * GK_CU_ALIGN + bytes;
     return c->arena ? gk_cu_arena_alloc(c->arena, bytes) : NULL;
 }

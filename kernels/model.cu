@@ -105,11 +105,10 @@ struct gk_gpu {
 
 /* ---- the memory plan ---------------------------------------------------------- */
 
-/* The plan is carved twice (cuda_util.h's gk_cu_carver): counting, then real.
- * A buffer of 0 bytes is NULL, so a path that does not keep it cannot write
- * into its neighbour by mistake (and the kernels' optional outputs are off). */
+/* The plan is carved twice (cuda_util.h's gk_cu_carver): counting, then real;
+ * a buffer of 0 bytes is NULL. */
 typedef gk_cu_carver carver;
-static void *carve(carver *c, size_t bytes) { return bytes ? gk_cu_carve(c, bytes) : NULL; }
+static void *carve(carver *c, size_t bytes) { return gk_cu_carve(c, bytes); }
 static float *carve_f(carver *c, size_t n) { return (float *)carve(c, n * sizeof(float)); }
 static gk_bf16 *carve_b(carver *c, size_t n) { return (gk_bf16 *)carve(c, n * sizeof(gk_bf16)); }
 
